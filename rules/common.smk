@@ -1,0 +1,136 @@
+import sys
+import re
+import os
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+ANN = "results/annotations"
+RAW = config["raw"]["dir"]
+N_SHARDS = config["annotations"]["n_shards"]
+SHARDS = [f"{i:02d}" for i in range(N_SHARDS)]
+LEAF_MODELS = [m for m, spec in config["models"].items() if spec["classes"] == "leaf"]
+ENSEMBLES = config["inference"]["ensembles"]
+SPLIT_SHARDS = {"test": SHARDS, "val": ["00"]}
+
+# Official file names (SPEC section 2), relative to raw.dir.
+RAW_FILES = {
+    "hierarchy": "challenge-2019-label300-segmentable-hierarchy.json",
+    "classes": "challenge-2019-classes-description-segmentable.csv",
+    "train_masks": "challenge-2019-train-segmentation-masks.csv",
+    "val_masks": "challenge-2019-validation-segmentation-masks.csv",
+    "train_bbox": "challenge-2019-train-segmentation-bbox.csv",
+    "val_bbox": "challenge-2019-validation-segmentation-bbox.csv",
+    "train_labels": "challenge-2019-train-segmentation-labels.csv",
+    "val_labels": "challenge-2019-validation-segmentation-labels.csv",
+    "v5test_masks": "test-annotations-object-segmentation.csv",
+    "test_list": "sample_submission.csv",
+}
+MASK_ZIP_PREFIX = {
+    "train": "challenge-2019-train-masks",
+    "validation": "challenge-2019-validation-masks",
+    "v5test": "test-masks",
+}
+HEX = "0123456789abcdef"
+
+
+wildcard_constraints:
+    model="|".join(config["models"]),
+    stage="[123]",
+    shard=r"\d\d",
+    split="test|val",
+    ensemble="|".join([*ENSEMBLES, *config["models"]]),
+    mask_split="train|validation|v5test",
+    list_kind="leaf|leaf_oversampled|parent",
+
+
+def raw(key):
+    return os.path.join(RAW, RAW_FILES[key])
+
+
+def mask_zips(split):
+    prefix = MASK_ZIP_PREFIX[split]
+    return [os.path.join(config["raw"]["masks"], f"{prefix}-{h}.zip") for h in HEX]
+
+
+def script(name):
+    """Stable path of a rule's script (never workflow.source_path in params)."""
+    return os.path.join(workflow.basedir, "scripts", name)
+
+
+def log_path(rule_name, *parts):
+    return os.path.join("logs", rule_name, "_".join(parts) + ".log")
+
+
+# ---------------------------------------------------------------- training --
+def stage_spec(model, stage):
+    return config["models"][model]["stages"][int(stage) - 1]
+
+
+def images_per_iter(model):
+    return config["training"]["images_per_gpu"] * max(1, config["models"][model]["gpus"])
+
+
+def consumed_entries(model, stage):
+    """Entries of the stage's list already consumed by earlier stages of the
+    same model on the same list (iterations x images per iteration): a later
+    stage skips them so that it sees new data (SPEC section 4)."""
+    spec = stage_spec(model, stage)
+    earlier = config["models"][model]["stages"][: int(stage) - 1]
+    return sum(s["iters"] for s in earlier if s["list"] == spec["list"]) * images_per_iter(
+        model
+    )
+
+
+def train_annotation(model):
+    return f"{ANN}/{config['models'][model]['classes']}_train.pkl"
+
+
+def final_checkpoint(model):
+    """A released checkpoint from the config, else the last trained stage."""
+    released = config["models"][model].get("checkpoint")
+    if released:
+        return released
+    return f"results/models/{model}/stage{len(config['models'][model]['stages'])}.pth"
+
+
+# --------------------------------------------------------------- inference --
+def ensemble_models(ensemble):
+    return ENSEMBLES.get(ensemble, [ensemble])
+
+
+def is_single_model(ensemble):
+    return ensemble not in ENSEMBLES
+
+
+def image_list_pickle(split, shard):
+    if split == "val":
+        return f"{ANN}/val_images.pkl"
+    return f"{ANN}/test_shards/{shard}.pkl"
+
+
+def max_per_img(split, shard):
+    overrides = config["inference"]["max_per_img_overrides"] or {}
+    if split == "test" and shard in overrides:
+        return overrides[shard]
+    return config["inference"]["max_per_img"]
+
+
+def image_list_csv(split):
+    return raw("test_list") if split == "test" else f"{ANN}/heldout_val.csv"
+
+
+PY = sys.executable
+
+
+def images_ready():
+    """The demo's images are made by `make_demo`; real images already exist."""
+    if config["dataset"] == "demo":
+        return [os.path.join(config["raw"]["images"], ".complete")]
+    return []
+
+
+def mask_flags():
+    return expand(f"{ANN}/masks/{{split}}.done", split=list(MASK_ZIP_PREFIX))

@@ -1,0 +1,21 @@
+# The embedded demo: a small dataset in exactly the official formats.
+
+
+if config["dataset"] == "demo":
+
+    rule make_demo:
+        output:
+            [raw(key) for key in RAW_FILES],
+            [z for split in MASK_ZIP_PREFIX for z in mask_zips(split)],
+            images=os.path.join(config["raw"]["images"], ".complete"),
+        params:
+            script=script("make_demo.py"),
+            out_dir=RAW,
+            demo=config["demo"],
+        log:
+            "logs/make_demo.log",
+        shell:
+            "{PY} {params.script} --out-dir {params.out_dir} --seed {params.demo[seed]}"
+            " --n-train {params.demo[n_train]} --n-validation {params.demo[n_validation]}"
+            " --n-v5test {params.demo[n_v5test]} --n-test {params.demo[n_test]}"
+            " 2> {log}"
