@@ -22,7 +22,7 @@ report: "report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         rules.submission.input,
         rules.evaluate.input,
-    default_target: True

@@ -7,13 +7,15 @@ rule extract_masks:
         lambda w: mask_zips(w.mask_split),
     output:
         touch(f"{ANN}/masks/{{mask_split}}.done"),
-    params:
-        script=script("extract_masks.py"),
-        out_dir=f"{ANN}/masks/{{mask_split}}",
     log:
         "logs/extract_masks/{mask_split}.log",
+    conda:
+        "../envs/annotations.yaml"
+    params:
+        script=script("extract_masks.py"),
+        out_dir=lambda w, output: output[0][: -len(".done")],
     shell:
-        "{PY} {params.script} --zips {input} --out-dir {params.out_dir}"
+        "python {params.script} --zips {input} --out-dir {params.out_dir}"
         " --flag {output} 2> {log}"
 
 
@@ -34,30 +36,28 @@ rule build_annotations:
         parent=f"{ANN}/parent_train.pkl",
         val_images=f"{ANN}/val_images.pkl",
         shards=expand(f"{ANN}/test_shards/{{shard}}.pkl", shard=SHARDS),
-    params:
-        script=script("build_annotations.py"),
-        images=config["raw"]["images"],
-        mask_root=f"{ANN}/masks",
-        cfg=config["annotations"],
-        drop=" ".join(config["annotations"]["drop_images"]) or "none",
     log:
         "logs/build_annotations.log",
     benchmark:
         "benchmarks/build_annotations.tsv"
+    conda:
+        "../envs/annotations.yaml"
+    params:
+        script=script("build_annotations.py"),
+        images=lambda w: config["raw"]["images"],
+        mask_root=lambda w, input: os.path.dirname(input.masks[0]),
+        out_dir=lambda w, output: os.path.dirname(output.classes),
+        cfg=config["annotations"],
+        drop=" ".join(config["annotations"]["drop_images"]) or "none",
     shell:
-        "{PY} {params.script} --hierarchy {input.hierarchy} --classes {input.classes}"
+        "python {params.script} --hierarchy {input.hierarchy} --classes {input.classes}"
         " --train-masks {input.train_masks} --val-masks {input.val_masks}"
         " --v5test-masks {input.v5test_masks} --test-list {input.test_list}"
         " --images {params.images} --mask-root {params.mask_root}"
         " --heldout-size {params.cfg[heldout_val][n_images]}"
         " --heldout-seed {params.cfg[heldout_val][seed]}"
         " --n-shards {params.cfg[n_shards]} --drop-images {params.drop}"
-        " --out-dir {ANN} 2> {log}"
-
-
-def list_source(wildcards):
-    kind = "parent" if wildcards.list_kind == "parent" else "leaf"
-    return f"{ANN}/{kind}_train.pkl"
+        " --out-dir {params.out_dir} 2> {log}"
 
 
 rule build_list:
@@ -66,18 +66,20 @@ rule build_list:
         classes=f"{ANN}/classes.json",
     output:
         f"{ANN}/lists/{{list_kind}}.npy",
+    log:
+        "logs/build_list/{list_kind}.log",
+    benchmark:
+        "benchmarks/build_list/{list_kind}.tsv"
+    conda:
+        "../envs/annotations.yaml"
     params:
         script=script("build_lists.py"),
         settings=lambda w: " ".join(
             f"--param {k}={','.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in config["rebalance"].get(w.list_kind, {}).items()
         ),
-    log:
-        "logs/build_list/{list_kind}.log",
-    benchmark:
-        "benchmarks/build_list/{list_kind}.tsv"
     shell:
-        "{PY} {params.script} --ann {input.ann} --kind {wildcards.list_kind}"
+        "python {params.script} --ann {input.ann} --kind {wildcards.list_kind}"
         " --classes-json {input.classes} {params.settings} --out {output} 2> {log}"
 
 

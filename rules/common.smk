@@ -4,7 +4,6 @@ import os
 
 from snakemake.utils import validate
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 ANN = "results/annotations"
@@ -70,7 +69,9 @@ def stage_spec(model, stage):
 
 
 def images_per_iter(model):
-    return config["training"]["images_per_gpu"] * max(1, config["models"][model]["gpus"])
+    return config["training"]["images_per_gpu"] * max(
+        1, config["models"][model]["gpus"]
+    )
 
 
 def consumed_entries(model, stage):
@@ -79,9 +80,9 @@ def consumed_entries(model, stage):
     stage skips them so that it sees new data (SPEC section 4)."""
     spec = stage_spec(model, stage)
     earlier = config["models"][model]["stages"][: int(stage) - 1]
-    return sum(s["iters"] for s in earlier if s["list"] == spec["list"]) * images_per_iter(
-        model
-    )
+    return sum(
+        s["iters"] for s in earlier if s["list"] == spec["list"]
+    ) * images_per_iter(model)
 
 
 def train_annotation(model):
@@ -122,9 +123,6 @@ def image_list_csv(split):
     return raw("test_list") if split == "test" else f"{ANN}/heldout_val.csv"
 
 
-PY = sys.executable
-
-
 def images_ready():
     """The demo's images are made by `make_demo`; real images already exist."""
     if config["dataset"] == "demo":
@@ -134,3 +132,96 @@ def images_ready():
 
 def mask_flags():
     return expand(f"{ANN}/masks/{{split}}.done", split=list(MASK_ZIP_PREFIX))
+
+
+# ------------------------------------------------- rule input functions --
+def previous_stage(wildcards):
+    if wildcards.stage == "1":
+        return []
+    return f"results/models/{wildcards.model}/stage{int(wildcards.stage) - 1}.pth"
+
+
+def stage_list(wildcards):
+    return f"{ANN}/lists/{stage_spec(wildcards.model, wildcards.stage)['list']}.npy"
+
+
+def train_args(wildcards, input):
+    spec = stage_spec(wildcards.model, wildcards.stage)
+    model = config["models"][wildcards.model]
+    train = config["training"]
+    pretrained = model.get("pretrained") if wildcards.stage == "1" else None
+    args = [
+        f"--config {os.path.join(workflow.basedir, model['config'])}",
+        f"--iters {spec['iters']}",
+        f"--lr-factor {spec['lr_factor']}",
+        f"--aug {spec['aug']}",
+        f"--skip {consumed_entries(wildcards.model, wildcards.stage)}",
+        f"--images-per-gpu {train['images_per_gpu']}",
+        f"--base-lr {train['base_lr']} --base-batch {train['base_batch']}",
+        f"--gpus {model['gpus']}",
+        f"--checkpoint-interval {train['checkpoint_interval']}",
+        f"--seed {train['seed']}",
+        f"--load-from {input.prev}" if input.prev else "--load-from none",
+        f"--pretrained {pretrained}" if pretrained else "--pretrained none",
+    ]
+    if train["amp"]:
+        args.append("--amp")
+    return " ".join(args)
+
+
+def trained_models(models):
+    return [final_checkpoint(m) for m in models]
+
+
+def ensemble_checkpoints(wildcards):
+    return [final_checkpoint(m) for m in ensemble_models(wildcards.ensemble)]
+
+
+def infer_args(wildcards, input):
+    inf = config["inference"]
+    models = ensemble_models(wildcards.ensemble)
+    pairs = [
+        f"--model {os.path.join(workflow.basedir, config['models'][m]['config'])} {ckpt}"
+        for m, ckpt in zip(models, input.ckpts)
+    ]
+    if is_single_model(wildcards.ensemble):
+        scales, flip = [inf["single_model_scale"]], False
+    else:
+        scales, flip = inf["scales"], inf["flip"]
+    return " ".join(
+        [
+            *pairs,
+            "--scales " + " ".join(f"{w}x{h}" for w, h in scales),
+            "--flip" if flip else "--no-flip",
+            f"--score-thr {inf['score_thr']} --nms-iou {inf['nms_iou']}",
+            f"--max-per-img {max_per_img(wildcards.split, wildcards.shard)}",
+            f"--mask-thr {inf['mask_thr']}",
+            f"--rpn-nms {inf['rpn_nms']} --rpn-max {inf['rpn_max']}",
+        ]
+    )
+
+
+def download_targets():
+    files = [raw(k) for k in RAW_FILES if k != "test_list"]
+    zips = [z for split in MASK_ZIP_PREFIX for z in mask_zips(split)]
+    return files + zips
+
+
+def download_url(wildcards, output):
+    name = os.path.basename(output[0])
+    urls = config["download"]["urls"]
+    if name in urls:
+        return urls[name]
+    for split, prefix in MASK_ZIP_PREFIX.items():
+        if name.startswith(f"{prefix}-"):
+            return f"{config['download']['mask_urls'][split]}{name}"
+    raise ValueError(f"no download address configured for {name}")
+
+
+def list_source(wildcards):
+    kind = "parent" if wildcards.list_kind == "parent" else "leaf"
+    return f"{ANN}/{kind}_train.pkl"
+
+
+def split_of(prefix):
+    return "val" if prefix == "val_" else "test"

@@ -8,14 +8,16 @@ if config["dataset"] == "demo":
             [raw(key) for key in RAW_FILES],
             [z for split in MASK_ZIP_PREFIX for z in mask_zips(split)],
             images=os.path.join(config["raw"]["images"], ".complete"),
-        params:
-            script=script("make_demo.py"),
-            out_dir=RAW,
-            demo=config["demo"],
         log:
             "logs/make_demo.log",
+        conda:
+            "../envs/annotations.yaml"
+        params:
+            script=script("make_demo.py"),
+            out_dir=lambda w, output: os.path.dirname(output[0]),
+            demo=config["demo"],
         shell:
-            "{PY} {params.script} --out-dir {params.out_dir} --seed {params.demo[seed]}"
+            "python {params.script} --out-dir {params.out_dir} --seed {params.demo[seed]}"
             " --n-train {params.demo[n_train]} --n-validation {params.demo[n_validation]}"
             " --n-v5test {params.demo[n_v5test]} --n-test {params.demo[n_test]}"
             " 2> {log}"

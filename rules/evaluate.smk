@@ -15,7 +15,10 @@ EVAL_ENTRIES = {
         for m in config["models"]
         if m not in LEAF_MODELS
     },
-    "parent_tta": ("results/post/val/parent_expanded/00.csv", "parent TTA (25 classes)"),
+    "parent_tta": (
+        "results/post/val/parent_expanded/00.csv",
+        "parent TTA (25 classes)",
+    ),
     "leaf_expanded": (
         "results/post/val/leaf_expanded/00.csv",
         "leaf ensemble expanded (25 classes)",
@@ -43,16 +46,18 @@ rule score:
     output:
         json="results/eval/{entry}.json",
         csv="results/eval/{entry}.per_class.csv",
-    params:
-        script=script("evaluate.py"),
-        mask_dir=f"{ANN}/masks/validation",
-        images=os.path.join(config["raw"]["images"], "validation"),
     log:
         "logs/score/{entry}.log",
     benchmark:
         "benchmarks/score/{entry}.tsv"
+    conda:
+        "../envs/annotations.yaml"
+    params:
+        script=script("evaluate.py"),
+        mask_dir=lambda w, input: input.masks[: -len(".done")],
+        images=lambda w: os.path.join(config["raw"]["images"], "validation"),
     shell:
-        "{PY} {params.script} --submission {input.submission} --name {wildcards.entry}"
+        "python {params.script} --submission {input.submission} --name {wildcards.entry}"
         " --hierarchy {input.hierarchy} --classes {input.classes}"
         " --masks-csv {input.masks_csv} --bbox-csv {input.bbox_csv}"
         " --labels-csv {input.labels_csv} --masks {params.mask_dir}"
@@ -69,13 +74,15 @@ rule summarize_scores:
             caption="../report/metrics.rst",
             category="Evaluation",
         ),
+    log:
+        "logs/summarize_scores.log",
+    conda:
+        "../envs/annotations.yaml"
     params:
         script=script("summarize_scores.py"),
         descriptions=json.dumps({k: v[1] for k, v in EVAL_ENTRIES.items()}),
-    log:
-        "logs/summarize_scores.log",
     shell:
-        "{PY} {params.script} --descriptions {params.descriptions:q} --out {output}"
+        "python {params.script} --descriptions {params.descriptions:q} --out {output}"
         " {input} 2> {log}"
 
 
@@ -100,12 +107,14 @@ rule plot_report:
             caption="../report/loss_curves.rst",
             category="Training",
         ),
-    params:
-        script=script("plot_report.py"),
     log:
         "logs/plot_report.log",
+    conda:
+        "../envs/annotations.yaml"
+    params:
+        script=script("plot_report.py"),
     shell:
-        "{PY} {params.script} --per-class {input.per_class} --logs {input.logs}"
+        "python {params.script} --per-class {input.per_class} --logs {input.logs}"
         " --out-ap {output.ap} --out-loss {output.loss} 2> {log}"
 
 

@@ -2,34 +2,6 @@
 # validation split (SPEC section 6).
 
 
-def ensemble_checkpoints(wildcards):
-    return [final_checkpoint(m) for m in ensemble_models(wildcards.ensemble)]
-
-
-def infer_args(wildcards, input):
-    inf = config["inference"]
-    models = ensemble_models(wildcards.ensemble)
-    pairs = [
-        f"--model {os.path.join(workflow.basedir, config['models'][m]['config'])} {ckpt}"
-        for m, ckpt in zip(models, input.ckpts)
-    ]
-    if is_single_model(wildcards.ensemble):
-        scales, flip = [inf["single_model_scale"]], False
-    else:
-        scales, flip = inf["scales"], inf["flip"]
-    return " ".join(
-        [
-            *pairs,
-            "--scales " + " ".join(f"{w}x{h}" for w, h in scales),
-            "--flip" if flip else "--no-flip",
-            f"--score-thr {inf['score_thr']} --nms-iou {inf['nms_iou']}",
-            f"--max-per-img {max_per_img(wildcards.split, wildcards.shard)}",
-            f"--mask-thr {inf['mask_thr']}",
-            f"--rpn-nms {inf['rpn_nms']} --rpn-max {inf['rpn_max']}",
-        ]
-    )
-
-
 rule infer:
     input:
         ckpts=ensemble_checkpoints,
@@ -37,22 +9,24 @@ rule infer:
         ready=images_ready(),
     output:
         "results/inference/{ensemble}/{split}/{shard}.pkl",
-    params:
-        script=script("infer.py"),
-        gpu_wrapper=script("with_gpus.py"),
-        args=infer_args,
     log:
         "logs/infer/{ensemble}_{split}_{shard}.log",
     benchmark:
         "benchmarks/infer/{ensemble}_{split}_{shard}.tsv"
+    conda:
+        "../envs/mmdet.yaml"
     threads: config["inference"]["threads"]
     resources:
         gpu=1,
         mem_mb=lambda w, attempt: 16000 * attempt,
         runtime=config["inference"]["runtime"],
+    params:
+        script=script("infer.py"),
+        gpu_wrapper=script("with_gpus.py"),
+        args=infer_args,
     shell:
-        "{PY} {params.gpu_wrapper} --gpus {resources.gpu} --"
-        " {PY} {params.script} {params.args} --threads {threads}"
+        "python {params.gpu_wrapper} --gpus {resources.gpu} --"
+        " python {params.script} {params.args} --threads {threads}"
         " --images {input.images} --out {output} 2> {log}"
 
 

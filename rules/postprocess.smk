@@ -7,12 +7,14 @@ rule convert:
         "results/inference/{ensemble}/{split}/{shard}.pkl",
     output:
         "results/post/{split}/{ensemble}/{shard}.csv",
-    params:
-        script=script("convert.py"),
     log:
         "logs/convert/{ensemble}_{split}_{shard}.log",
+    conda:
+        "../envs/annotations.yaml"
+    params:
+        script=script("convert.py"),
     shell:
-        "{PY} {params.script} --detections {input} --out {output} 2> {log}"
+        "python {params.script} --detections {input} --out {output} 2> {log}"
 
 
 rule expand_hierarchy:
@@ -21,15 +23,17 @@ rule expand_hierarchy:
         classes=f"{ANN}/classes.json",
     output:
         "results/post/{split}/{ensemble}_expanded/{shard}.csv",
+    log:
+        "logs/expand/{ensemble}_{split}_{shard}.log",
+    conda:
+        "../envs/annotations.yaml"
     params:
         script=script("expand.py"),
         # the leaf ensemble keeps only the copies: it becomes a 25-class set
         parents_only=lambda w: "--parents-only" if w.ensemble == "leaf" else "",
         score_thr=config["postprocess"]["expand_score_thr"],
-    log:
-        "logs/expand/{ensemble}_{split}_{shard}.log",
     shell:
-        "{PY} {params.script} --input {input.csv} --classes-json {input.classes}"
+        "python {params.script} --input {input.csv} --classes-json {input.classes}"
         " {params.parents_only} --score-thr {params.score_thr} --out {output} 2> {log}"
 
 
@@ -39,19 +43,17 @@ rule merge:
         parent="results/post/{split}/parent_expanded/{shard}.csv",
     output:
         "results/post/{split}/merged/{shard}.csv",
+    log:
+        "logs/merge/{split}_{shard}.log",
+    conda:
+        "../envs/annotations.yaml"
     params:
         script=script("merge.py"),
         iou=config["postprocess"]["merge_iou"],
         score_thr=config["postprocess"]["merge_score_thr"],
-    log:
-        "logs/merge/{split}_{shard}.log",
     shell:
-        "{PY} {params.script} --inputs {input.leaf} {input.parent} --iou {params.iou}"
+        "python {params.script} --inputs {input.leaf} {input.parent} --iou {params.iou}"
         " --score-thr {params.score_thr} --out {output} 2> {log}"
-
-
-def split_of(prefix):
-    return "val" if prefix == "val_" else "test"
 
 
 rule combine:
@@ -69,14 +71,16 @@ rule combine:
         ),
     output:
         "results/{prefix}submission.csv",
-    wildcard_constraints:
-        prefix="|val_",
-    params:
-        script=script("combine.py"),
     log:
         "logs/combine/{prefix}submission.log",
+    wildcard_constraints:
+        prefix="|val_",
+    conda:
+        "../envs/annotations.yaml"
+    params:
+        script=script("combine.py"),
     shell:
-        "{PY} {params.script} --image-list {input.image_list} --leaf {input.leaf}"
+        "python {params.script} --image-list {input.image_list} --leaf {input.leaf}"
         " --merged {input.merged} --out {output} 2> {log}"
 
 
@@ -87,14 +91,16 @@ rule validate_submission:
         classes=f"{ANN}/classes.json",
     output:
         "results/{prefix}submission.ok",
-    wildcard_constraints:
-        prefix="|val_",
-    params:
-        script=script("validate_submission.py"),
     log:
         "logs/validate_submission/{prefix}submission.log",
+    wildcard_constraints:
+        prefix="|val_",
+    conda:
+        "../envs/annotations.yaml"
+    params:
+        script=script("validate_submission.py"),
     shell:
-        "{PY} {params.script} --submission {input.submission}"
+        "python {params.script} --submission {input.submission}"
         " --image-list {input.image_list} --classes-json {input.classes}"
         " --out {output} 2> {log}"
 
