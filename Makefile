@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.oidseg-installed
+# rules call `python`: the venv's
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: demo test install lint report clean
 

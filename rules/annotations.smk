@@ -19,45 +19,127 @@ rule extract_masks:
         " --flag {output} 2> {log}"
 
 
-rule build_annotations:
+rule annotation_classes:
+    input:
+        hierarchy=raw("hierarchy"),
+        classes=raw("classes"),
+    output:
+        f"{ANN}/classes.json",
+    log:
+        "logs/annotation_classes.log",
+    conda:
+        "../envs/annotations.yaml"
+    params:
+        script=script("build_annotations.py"),
+    shell:
+        "python {params.script} classes --hierarchy {input.hierarchy}"
+        " --classes {input.classes} --out {output} 2> {log}"
+
+
+rule heldout_split:
+    input:
+        hierarchy=raw("hierarchy"),
+        classes=raw("classes"),
+        val_masks=raw("val_masks"),
+    output:
+        f"{ANN}/heldout_val.csv",
+    log:
+        "logs/heldout_split.log",
+    conda:
+        "../envs/annotations.yaml"
+    params:
+        script=script("build_annotations.py"),
+        size=config["annotations"]["heldout_val"]["n_images"],
+        seed=config["annotations"]["heldout_val"]["seed"],
+        drop=config["annotations"]["drop_images"],
+    shell:
+        "python {params.script} heldout --hierarchy {input.hierarchy}"
+        " --classes {input.classes} --val-masks {input.val_masks}"
+        " --size {params.size} --seed {params.seed} --drop-images {params.drop}"
+        " --out {output} 2> {log}"
+
+
+rule train_sets:
     input:
         hierarchy=raw("hierarchy"),
         classes=raw("classes"),
         train_masks=raw("train_masks"),
         val_masks=raw("val_masks"),
         v5test_masks=raw("v5test_masks"),
-        test_list=raw("test_list"),
-        masks=mask_flags(),
+        heldout=f"{ANN}/heldout_val.csv",
+        mask_flags=mask_flags(),
         ready=images_ready(),
     output:
-        classes=f"{ANN}/classes.json",
-        heldout=f"{ANN}/heldout_val.csv",
         leaf=f"{ANN}/leaf_train.pkl",
         parent=f"{ANN}/parent_train.pkl",
-        val_images=f"{ANN}/val_images.pkl",
-        shards=expand(f"{ANN}/test_shards/{{shard}}.pkl", shard=SHARDS),
     log:
-        "logs/build_annotations.log",
+        "logs/train_sets.log",
     benchmark:
-        "benchmarks/build_annotations.tsv"
+        "benchmarks/train_sets.tsv"
     conda:
         "../envs/annotations.yaml"
     params:
         script=script("build_annotations.py"),
-        images=lambda w: config["raw"]["images"],
-        mask_root=lambda w, input: os.path.dirname(input.masks[0]),
-        out_dir=lambda w, output: os.path.dirname(output.classes),
-        cfg=config["annotations"],
-        drop=" ".join(config["annotations"]["drop_images"]) or "none",
+        images=lambda w: {s: image_dir(s) for s in MASK_ZIP_PREFIX},
+        masks=lambda w, input: {
+            s: flag[: -len(".done")]
+            for s, flag in zip(MASK_ZIP_PREFIX, input.mask_flags)
+        },
+        drop=config["annotations"]["drop_images"],
+        png_check=config["annotations"]["png_check"],
     shell:
-        "python {params.script} --hierarchy {input.hierarchy} --classes {input.classes}"
-        " --train-masks {input.train_masks} --val-masks {input.val_masks}"
-        " --v5test-masks {input.v5test_masks} --test-list {input.test_list}"
-        " --images {params.images} --mask-root {params.mask_root}"
-        " --heldout-size {params.cfg[heldout_val][n_images]}"
-        " --heldout-seed {params.cfg[heldout_val][seed]}"
-        " --n-shards {params.cfg[n_shards]} --drop-images {params.drop}"
-        " --out-dir {params.out_dir} 2> {log}"
+        "python {params.script} train --hierarchy {input.hierarchy} --classes {input.classes}"
+        " --train-masks {input.train_masks} --train-images {params.images[train]}"
+        " --train-mask-dir {params.masks[train]}"
+        " --val-masks {input.val_masks} --val-images {params.images[validation]}"
+        " --val-mask-dir {params.masks[validation]}"
+        " --v5test-masks {input.v5test_masks} --v5test-images {params.images[v5test]}"
+        " --v5test-mask-dir {params.masks[v5test]}"
+        " --heldout {input.heldout} --drop-images {params.drop}"
+        " --png-check {params.png_check}"
+        " --leaf-out {output.leaf} --parent-out {output.parent} 2> {log}"
+
+
+rule val_images:
+    input:
+        hierarchy=raw("hierarchy"),
+        classes=raw("classes"),
+        heldout=f"{ANN}/heldout_val.csv",
+        ready=images_ready(),
+    output:
+        f"{ANN}/val_images.pkl",
+    log:
+        "logs/val_images.log",
+    conda:
+        "../envs/annotations.yaml"
+    params:
+        script=script("build_annotations.py"),
+        images=lambda w: image_dir("validation"),
+    shell:
+        "python {params.script} images --hierarchy {input.hierarchy}"
+        " --classes {input.classes} --list {input.heldout} --image-dir {params.images}"
+        " --source validation --out {output} 2> {log}"
+
+
+rule test_shards:
+    input:
+        hierarchy=raw("hierarchy"),
+        classes=raw("classes"),
+        test_list=raw("test_list"),
+        ready=images_ready(),
+    output:
+        expand(f"{ANN}/test_shards/{{shard}}.pkl", shard=SHARDS),
+    log:
+        "logs/test_shards.log",
+    conda:
+        "../envs/annotations.yaml"
+    params:
+        script=script("build_annotations.py"),
+        images=lambda w: image_dir("test"),
+    shell:
+        "python {params.script} images --hierarchy {input.hierarchy}"
+        " --classes {input.classes} --list {input.test_list} --image-dir {params.images}"
+        " --source test --out {output} 2> {log}"
 
 
 rule build_list:
@@ -85,5 +167,8 @@ rule build_list:
 
 rule annotations:
     input:
-        rules.build_annotations.output,
+        rules.annotation_classes.output,
+        rules.train_sets.output,
+        rules.val_images.output,
+        rules.test_shards.output,
         expand(f"{ANN}/lists/{{kind}}.npy", kind=["leaf", "leaf_oversampled", "parent"]),

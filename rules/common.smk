@@ -123,11 +123,17 @@ def image_list_csv(split):
     return raw("test_list") if split == "test" else f"{ANN}/heldout_val.csv"
 
 
+DEMO_MANIFEST = os.path.join(RAW, "demo_manifest.json")
+
+
 def images_ready():
-    """The demo's images are made by `make_demo`; real images already exist."""
-    if config["dataset"] == "demo":
-        return [os.path.join(config["raw"]["images"], ".complete")]
-    return []
+    """The demo's images are made by `make_demo` (its manifest is written
+    last); real images already exist."""
+    return [DEMO_MANIFEST] if config["dataset"] == "demo" else []
+
+
+def image_dir(split):
+    return os.path.join(config["raw"]["images"], split)
 
 
 def mask_flags():

@@ -7,7 +7,7 @@ if config["dataset"] == "demo":
         output:
             [raw(key) for key in RAW_FILES],
             [z for split in MASK_ZIP_PREFIX for z in mask_zips(split)],
-            images=os.path.join(config["raw"]["images"], ".complete"),
+            manifest=DEMO_MANIFEST,
         log:
             "logs/make_demo.log",
         conda:
@@ -20,4 +20,5 @@ if config["dataset"] == "demo":
             "python {params.script} --out-dir {params.out_dir} --seed {params.demo[seed]}"
             " --n-train {params.demo[n_train]} --n-validation {params.demo[n_validation]}"
             " --n-v5test {params.demo[n_v5test]} --n-test {params.demo[n_test]}"
+            " --min-side {params.demo[min_side]} --max-side {params.demo[max_side]}"
             " 2> {log}"

@@ -6,6 +6,7 @@ each in its own working directory so that nothing leaks between them.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -20,7 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def snakemake(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    # the rules call `python`: the one running the tests
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -50,7 +53,7 @@ def test_default_dry_run_shows_the_whole_dag(workdir):
     counts = job_counts(proc.stdout)
     assert counts["make_demo"] == 1
     assert counts["extract_masks"] == 3
-    assert counts["build_list"] == 3
+    assert counts["build_list"] == 3 and counts["test_shards"] == 1
     assert counts["train"] == 12  # 4 models x 3 chained stages
     # 25 test shards x (leaf, parent) + the validation split x (leaf, parent, L1, L2, L3, P1)
     assert counts["infer"] == 25 * 2 + 6
@@ -61,7 +64,17 @@ def test_default_dry_run_shows_the_whole_dag(workdir):
 
 def test_named_targets_are_partial(workdir):
     counts = job_counts(snakemake("-n", "--cores", "2", "annotations", cwd=workdir).stdout)
-    assert set(counts) == {"make_demo", "extract_masks", "build_annotations", "build_list", "annotations"}
+    assert set(counts) == {
+        "make_demo",
+        "extract_masks",
+        "annotation_classes",
+        "heldout_split",
+        "train_sets",
+        "val_images",
+        "test_shards",
+        "build_list",
+        "annotations",
+    }
     counts = job_counts(snakemake("-n", "--cores", "2", "train_L2", cwd=workdir).stdout)
     assert counts["train"] == 3
     counts = job_counts(snakemake("-n", "--cores", "2", "infer_parent", cwd=workdir).stdout)
@@ -157,3 +170,35 @@ def test_every_rule_has_a_log_and_conda_env():
             if "shell:" in block:
                 assert "log:" in block, f"{path.name}: rule {match[1]} has no log"
                 assert "conda:" in block, f"{path.name}: rule {match[1]} has no conda env"
+
+
+def test_annotations_target_runs_on_the_demo(workdir):
+    """The `annotations` target for real, on a small demo, from a clean folder."""
+    (workdir / "small.yaml").write_text(
+        "demo: {n_train: 60, n_validation: 30, n_v5test: 12, n_test: 10}\n"
+        "annotations: {heldout_val: {n_images: 10}}\n"
+    )
+    snakemake("--cores", "2", "annotations", "--configfile", "small.yaml", cwd=workdir)
+    import numpy as np
+    import pandas as pd
+
+    from oidseg.errors import load_pickle
+
+    ann = workdir / "results/annotations"
+    classes = __import__("json").loads((ann / "classes.json").read_text())
+    leaf = load_pickle(ann / "leaf_train.pkl")
+    parent = load_pickle(ann / "parent_train.pkl")
+    assert leaf["metainfo"]["classes"] == classes["leaf_classes"]
+    assert parent["metainfo"]["classes"] == classes["parent_classes"]
+    heldout = set(pd.read_csv(ann / "heldout_val.csv")["ImageID"])
+    assert len(heldout) == 10
+    train_ids = {r["img_id"] for r in leaf["data_list"]}
+    assert not heldout & train_ids  # the held-out split never trains
+    shards = [load_pickle(ann / f"test_shards/{i:02d}.pkl")["data_list"] for i in range(25)]
+    assert sum(len(s) for s in shards) == 10
+    for kind, source in [("leaf", leaf), ("leaf_oversampled", leaf), ("parent", parent)]:
+        order = np.load(ann / f"lists/{kind}.npy")
+        assert order.size and order.max() < len(source["data_list"])
+    # a second run has nothing to do
+    proc = snakemake("-n", "--cores", "2", "annotations", "--configfile", "small.yaml", cwd=workdir)
+    assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -1,0 +1,71 @@
+"""Extract the mask PNGs of one split from its zip archives.
+
+    python scripts/extract_masks.py --zips data/demo/masks/challenge-2019-train-masks-{0..f}.zip \
+        --out-dir results/annotations/masks/train --flag results/annotations/masks/train.done
+
+Every member must be a PNG (signature and IHDR checked); members are written
+flat into --out-dir under their base name. A corrupt or missing zip or a
+non-PNG member raises InputError naming the zip (and member); the flag file
+(the declared output: one line per zip with its member count) is written
+last and atomically, so it exists only after a complete extraction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from oidseg.annotations import png_bytes_problem  # noqa: E402
+from oidseg.errors import InputError, atomic_write_text, run_cli  # noqa: E402
+
+
+def extract_zip(zip_path: Path, out_dir: Path) -> int:
+    """Extract the PNG members of one zip into ``out_dir``; returns the count."""
+    count = 0
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                name = os.path.basename(info.filename)
+                if not name.endswith(".png"):
+                    raise InputError(f"{zip_path}: member {info.filename}: not a .png file")
+                data = zf.read(info)
+                problem = png_bytes_problem(data)
+                if problem:
+                    raise InputError(f"{zip_path}: member {info.filename}: {problem}")
+                with open(out_dir / name, "wb") as fh:
+                    fh.write(data)
+                count += 1
+    except FileNotFoundError as exc:
+        raise InputError(f"{zip_path}: zip archive is missing") from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise InputError(f"{zip_path}: corrupt zip archive ({exc})") from exc
+    return count
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zips", nargs="+", required=True, type=Path)
+    parser.add_argument("--out-dir", required=True, type=Path)
+    parser.add_argument("--flag", required=True, type=Path)
+    args = parser.parse_args(argv)
+    if args.flag.exists():
+        args.flag.unlink()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for zip_path in args.zips:
+        n = extract_zip(zip_path, args.out_dir)
+        lines.append(f"{zip_path}\t{n}")
+        print(f"{zip_path}: {n} masks", file=sys.stderr)
+    atomic_write_text(args.flag, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
