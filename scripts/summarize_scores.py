@@ -48,7 +48,7 @@ def main(argv=None) -> None:
                 "mAP": score["mAP"],
                 "leaf_mAP": score["leaf_mAP"],
                 "parent_mAP": score["parent_mAP"],
-                "num_classes": score.get("num_classes", ""),
+                "num_classes": score.get("num_classes_scored", ""),
             }
         )
     table = pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,735 @@
+"""The Open Images Challenge 2019 instance-segmentation metric (SPEC section 8).
+
+Same semantics as the TensorFlow Object Detection API's
+``OpenImagesInstanceSegmentationChallengeEvaluator`` (tensorflow/models,
+``research/object_detection``): mAP at mask IoU 0.5. Our own code, built on
+pycocotools RLE operations (never a full-resolution mask per pair).
+
+What TF does, and where (function names of tensorflow/models):
+
+- Ground truth is expanded up the hierarchy beforehand
+  (``dataset_tools/oid_hierarchical_labels_expansion.py``): every box/mask row
+  is copied to each ancestor; positive image labels to ancestors, negative
+  labels to descendants. Predictions are not expanded.
+- ``metrics/oid_challenge_evaluation.py`` + ``merge_boxes_and_masks``: the
+  bbox CSV and the masks are outer-joined on (ImageID, LabelName, box,
+  IsGroupOf); a bbox row without a mask becomes a ground truth with an empty
+  mask ("box-only"); group-of rows are bbox rows with ``IsGroupOf=1``.
+- ``OpenImagesChallengeEvaluator.add_single_detected_image_info``: per image,
+  only classes with an image-level label (either confidence) or a
+  ground-truth box are evaluated; other detections are dropped.
+- ``_decode_raw_data_into_masks_and_boxes`` / ``_to_normalized_box``: the
+  detection box is the tight box of its mask, normalised
+  ``[min / size, (max + 1) / size]``; ``PerImageEvaluation._remove_invalid_boxes``
+  drops detections whose mask is empty (zero box).
+- ``PerImageEvaluation._compute_tp_fp_for_single_class`` (mask mode), per image
+  and class, detections sorted by descending score
+  (``np_box_list_ops.sort_by_field``: ``np.argsort(scores)[::-1]``), in four
+  passes over the detections:
+
+  1. ``compute_match_iou`` on ground truth WITH a mask and not group-of: each
+     detection takes the ground truth of highest mask IoU; IoU >= 0.5 and that
+     ground truth not yet taken -> true positive; otherwise false positive (no
+     fallback to the second best).
+  2. ``compute_match_ioa`` on group-of ground truth WITH a mask: a detection
+     not yet TP whose mask intersection over its own area with the best
+     group-of mask is >= 0.5 is ignored.
+  3. ``compute_match_iou`` on ground truth WITHOUT a mask (box-only), not
+     group-of, by BOX IoU of the detection's tight box: a detection not yet TP
+     nor ignored with IoU >= 0.5 on a not-yet-hit box is ignored
+     (``is_matched_to_box``); a second hit of the same box stays a false
+     positive.
+  4. ``compute_match_ioa`` on group-of ground truth without a mask (the OID
+     group-of boxes), by BOX intersection over the detection box's area
+     >= 0.5: ignored. ``group_of_weight`` is 0 for the segmentation challenge,
+     so group-of matches add nothing.
+
+- ``ObjectDetectionEvaluation.add_single_ground_truth_image_info`` /
+  ``_update_ground_truth_statistics``: the number of ground-truth instances of
+  a class counts only non-group-of ground truth WITH a (non-empty) mask.
+- ``ObjectDetectionEvaluation.evaluate`` + ``metrics.compute_precision_recall``
+  + ``metrics.compute_average_precision``: per class, the per-image results
+  (images in ImageID order) are concatenated, sorted by
+  ``np.argsort(scores)[::-1]``, and AP is the VOC area under the monotone
+  precision envelope; classes without ground truth get NaN and are left out;
+  mAP = ``nanmean``.
+
+Ties: TF sorts with numpy's default ``argsort`` and reverses it. We use the
+stable ``argsort`` and reverse it, which is what TF gets whenever numpy's sort
+is stable for the array at hand; among equal scores the later one (in
+PredictionString order, then in ImageID order) comes first in each sort.
+
+Deviation: TF joins masks to boxes on exact float equality of the four box
+coordinates; we pair a mask to a bbox row of the same image and label whose
+coordinates agree within ``BOX_MATCH_TOLERANCE`` (1e-5), one to one, closest
+first. On files whose coordinates agree exactly both give the same join.
+"""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+from pycocotools import mask as mask_utils
+
+from oidseg.errors import InputError
+from oidseg.hierarchy import Hierarchy
+from oidseg.kaggle import decode_mask, rle_totals
+
+#: IoU / IoA threshold of the challenge
+MATCH_THRESHOLD = 0.5
+#: largest |coordinate difference| for pairing a mask row with a bbox row
+BOX_MATCH_TOLERANCE = 1e-5
+#: RLEs handed to pycocotools per call when computing boxes
+_CHUNK = 65536
+#: pycocotools 2.0.x ``area`` builds a uint8 array of the list length: more
+#: than 255 RLEs per call overflow under numpy 2
+_AREA_CHUNK = 255
+
+SUBMISSION_COLUMNS = ("ImageID", "ImageWidth", "ImageHeight", "PredictionString")
+
+Rle = dict  # {"size": [h, w], "counts": bytes} (COCO compressed RLE)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class GroundTruth:
+    """Ground truth of the evaluated images (optionally hierarchy-expanded).
+
+    Instances (one row per box or mask) and image-level labels are flat
+    arrays; ``inst_rle[i]`` is the mask at the image size or ``None``
+    (box-only). Boxes are normalised ``[ymin, xmin, ymax, xmax]`` (TF order).
+    """
+
+    image_ids: np.ndarray  # sorted unique ImageIDs (object)
+    heights: np.ndarray  # int64, 0 where unknown (image without annotations)
+    widths: np.ndarray
+    inst_image: np.ndarray  # int64 index into image_ids
+    inst_label: np.ndarray  # object MIDs
+    inst_box: np.ndarray  # float64 [n, 4]
+    inst_group_of: np.ndarray  # bool
+    inst_rle: list  # Rle | None
+    label_image: np.ndarray  # int64 index into image_ids
+    label_name: np.ndarray  # object MIDs
+    label_confidence: np.ndarray  # int8 (1 verified present, 0 verified absent)
+    expanded: bool = False
+
+    def image_index(self, image_ids: Sequence[str]) -> np.ndarray:
+        """Index of each ImageID in ``image_ids`` (-1 when not evaluated)."""
+        return pd.Index(self.image_ids).get_indexer(pd.Index(np.asarray(image_ids, dtype=object)))
+
+
+@dataclass
+class Detections:
+    """Flat detections; ``rle[i]`` is at its image's ground-truth size."""
+
+    image_id: np.ndarray  # object
+    label: np.ndarray  # object MIDs
+    score: np.ndarray  # float64
+    rle: list  # Rle
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+
+@dataclass
+class EvaluationResult:
+    classes: list[str]
+    average_precision: np.ndarray  # NaN where the class has no ground truth
+    num_gt: np.ndarray  # ground truth counted in recall (non-group-of, with mask)
+    num_scored: np.ndarray  # detections labelled TP or FP
+    num_tp: np.ndarray
+    num_images: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def mean_ap(self) -> float:
+        return self.mean_ap_over(self.classes)[0]
+
+    def mean_ap_over(self, classes: Iterable[str]) -> tuple[float, int]:
+        """(mean AP, number of scored classes) over a subset of classes."""
+        index = pd.Index(self.classes).get_indexer(list(classes))
+        index = index[index >= 0]
+        values = self.average_precision[index]
+        values = values[~np.isnan(values)]
+        if values.size == 0:
+            return float("nan"), 0
+        return float(values.mean()), int(values.size)
+
+
+# --------------------------------------------------------------------------- RLE helpers
+
+
+def encode_mask(mask: np.ndarray) -> Rle:
+    """Binary [h, w] array -> COCO compressed RLE (counts as bytes)."""
+    return mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+
+
+def rle_areas(rles: Sequence[Rle | None]) -> np.ndarray:
+    """Mask areas (0 for ``None``), computed in chunks."""
+    out = np.zeros(len(rles), dtype=np.int64)
+    present = np.flatnonzero([r is not None for r in rles])
+    for start in range(0, len(present), _AREA_CHUNK):
+        part = present[start:start + _AREA_CHUNK]
+        out[part] = mask_utils.area([rles[i] for i in part])
+    return out
+
+
+def rle_boxes(rles: Sequence[Rle]) -> np.ndarray:
+    """Tight pixel boxes ``[x, y, w, h]`` of RLEs, computed in chunks."""
+    out = np.zeros((len(rles), 4), dtype=np.float64)
+    for start in range(0, len(rles), _CHUNK):
+        chunk = list(rles[start:start + _CHUNK])
+        if chunk:
+            out[start:start + len(chunk)] = mask_utils.toBbox(chunk)
+    return out
+
+
+def resize_rle(rle: Rle, height: int, width: int) -> Rle:
+    """Nearest-neighbour resize of an RLE mask to ``height x width``."""
+    mask = mask_utils.decode(rle)
+    resized = cv2.resize(mask, (int(width), int(height)), interpolation=cv2.INTER_NEAREST)
+    return encode_mask(resized > 0)
+
+
+# --------------------------------------------------------------------------- TF box ops
+
+
+def _box_intersection(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """Pairwise intersection areas of ``[ymin, xmin, ymax, xmax]`` boxes
+    (``np_box_ops.intersection``: heights times widths, in that order)."""
+    ymin1, xmin1, ymax1, xmax1 = (boxes1[:, k:k + 1] for k in range(4))
+    ymin2, xmin2, ymax2, xmax2 = (boxes2[:, k] for k in range(4))
+    heights = np.maximum(0.0, np.minimum(ymax1, ymax2) - np.maximum(ymin1, ymin2))
+    widths = np.maximum(0.0, np.minimum(xmax1, xmax2) - np.maximum(xmin1, xmin2))
+    return heights * widths
+
+
+def _box_area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """``np_box_ops.iou``: [n1, n2] intersection over union."""
+    inter = _box_intersection(boxes1, boxes2)
+    union = _box_area(boxes1)[:, None] + _box_area(boxes2)[None, :] - inter
+    return inter / union
+
+
+def box_ioa_of_first(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """[n1, n2] intersection over the area of ``boxes1`` (the detections):
+    ``np.transpose(np_box_ops.ioa(groupof, detections))``."""
+    return _box_intersection(boxes1, boxes2) / _box_area(boxes1)[:, None]
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def _first_hits(eligible: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Greedy one-to-one assignment in detection order: among ``eligible``
+    detections, the first one pointing at each ground truth ``best[i]`` wins."""
+    hits = np.zeros(len(best), dtype=bool)
+    candidates = np.flatnonzero(eligible)
+    if candidates.size:
+        _, first = np.unique(best[candidates], return_index=True)
+        hits[candidates[first]] = True
+    return hits
+
+
+def match_image_class(
+    det_rles: list,
+    det_boxes: np.ndarray,
+    gt_rles: list,
+    gt_boxes: np.ndarray,
+    gt_has_mask: np.ndarray,
+    gt_group_of: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """TP/FP of one image and class, detections ALREADY in processing order.
+
+    Mirrors ``PerImageEvaluation._compute_tp_fp_for_single_class`` in mask
+    mode (see the module docstring for the four passes). Returns
+    ``(tp, scored)``: ``tp[i]`` true positive, ``scored[i]`` False for
+    detections that are ignored (group-of or first hit of a box-only ground
+    truth).
+    """
+    n = len(det_rles)
+    tp = np.zeros(n, dtype=bool)
+    group_of = np.zeros(n, dtype=bool)
+    box_hit = np.zeros(n, dtype=bool)
+    rows = np.arange(n)
+
+    masked = np.flatnonzero(gt_has_mask & ~gt_group_of)
+    if masked.size:  # 1. mask IoU with instance masks
+        iou = np.asarray(mask_utils.iou(det_rles, [gt_rles[j] for j in masked],
+                                        np.zeros(masked.size, dtype=np.uint8)))
+        best = np.argmax(iou, axis=1)
+        tp |= _first_hits(iou[rows, best] >= MATCH_THRESHOLD, best)
+
+    masked_group = np.flatnonzero(gt_has_mask & gt_group_of)
+    if masked_group.size:  # 2. mask intersection over detection area, group-of masks
+        ioa = np.asarray(mask_utils.iou(det_rles, [gt_rles[j] for j in masked_group],
+                                        np.ones(masked_group.size, dtype=np.uint8)))
+        best = np.argmax(ioa, axis=1)
+        group_of |= ~tp & (ioa[rows, best] >= MATCH_THRESHOLD)
+
+    boxed = np.flatnonzero(~gt_has_mask & ~gt_group_of)
+    if boxed.size:  # 3. box IoU with box-only ground truth: first hit ignored
+        iou = box_iou(det_boxes, gt_boxes[boxed])
+        best = np.argmax(iou, axis=1)
+        hits = _first_hits(~tp & ~group_of & (iou[rows, best] >= MATCH_THRESHOLD), best)
+        tp |= hits
+        box_hit |= hits
+
+    boxed_group = np.flatnonzero(~gt_has_mask & gt_group_of)
+    if boxed_group.size:  # 4. box intersection over detection box area, group-of boxes
+        ioa = box_ioa_of_first(det_boxes, gt_boxes[boxed_group])
+        best = np.argmax(ioa, axis=1)
+        group_of |= ~tp & (ioa[rows, best] >= MATCH_THRESHOLD)
+
+    return tp & ~box_hit, ~group_of & ~box_hit
+
+
+def descending_order(scores: np.ndarray) -> np.ndarray:
+    """``np.argsort(scores)[::-1]`` with a stable sort (see the module doc)."""
+    return np.argsort(scores, kind="stable")[::-1]
+
+
+def precision_recall(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> tuple[np.ndarray, np.ndarray]:
+    """``metrics.compute_precision_recall``."""
+    order = descending_order(scores)
+    hits = tp[order].astype(np.float64)
+    cum_tp = np.cumsum(hits)
+    cum_fp = np.cumsum(1.0 - hits)
+    return cum_tp / (cum_tp + cum_fp), cum_tp / float(num_gt)
+
+
+def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
+    """``metrics.compute_average_precision``: VOC all-point AP under the
+    monotone (non-increasing) precision envelope."""
+    if precision.size == 0:
+        return 0.0
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    precision = np.concatenate([[0.0], precision, [0.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
+    return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+
+
+# --------------------------------------------------------------------------- hierarchy
+
+
+def expand_ground_truth(gt: GroundTruth, hierarchy: Hierarchy) -> GroundTruth:
+    """Copy instances to every ancestor; positive labels to ancestors,
+    negative labels to descendants (``oid_hierarchical_labels_expansion``)."""
+    if gt.expanded:
+        return gt
+
+    def expand(labels: np.ndarray, relatives: dict) -> tuple[np.ndarray, np.ndarray]:
+        extra = [relatives.get(m, ()) for m in labels]
+        counts = np.fromiter((1 + len(e) for e in extra), dtype=np.int64, count=len(extra))
+        source = np.repeat(np.arange(len(labels)), counts)
+        new_labels = np.empty(int(counts.sum()), dtype=object)
+        new_labels[:] = [x for m, e in zip(labels, extra) for x in (m, *e)]
+        return source, new_labels
+
+    src, inst_label = expand(gt.inst_label, hierarchy.ancestors)
+    positive = gt.label_confidence == 1
+    lab_src_p, lab_p = expand(gt.label_name[positive], hierarchy.ancestors)
+    lab_src_n, lab_n = expand(gt.label_name[~positive], hierarchy.descendants)
+    pos_rows, neg_rows = np.flatnonzero(positive), np.flatnonzero(~positive)
+    label_rows = np.concatenate([pos_rows[lab_src_p], neg_rows[lab_src_n]])
+    return GroundTruth(
+        image_ids=gt.image_ids, heights=gt.heights, widths=gt.widths,
+        inst_image=gt.inst_image[src], inst_label=inst_label,
+        inst_box=gt.inst_box[src], inst_group_of=gt.inst_group_of[src],
+        inst_rle=[gt.inst_rle[i] for i in src],
+        label_image=gt.label_image[label_rows],
+        label_name=np.concatenate([lab_p, lab_n]).astype(object),
+        label_confidence=gt.label_confidence[label_rows],
+        expanded=True,
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _class_index(classes: pd.Index, labels: np.ndarray, what: str) -> np.ndarray:
+    index = classes.get_indexer(pd.Index(np.asarray(labels, dtype=object)))
+    if (index < 0).any():
+        bad = labels[np.flatnonzero(index < 0)[0]]
+        raise InputError(f"{what}: unknown class {bad!r} (not in the class list)")
+    return index
+
+
+def evaluate(
+    gt: GroundTruth,
+    detections: Detections,
+    classes: Sequence[str],
+    *,
+    log: Callable[[str], None] | None = None,
+) -> EvaluationResult:
+    """Score ``detections`` against (expanded) ``gt``; see the module doc."""
+    classes = list(classes)
+    class_index = pd.Index(classes)
+    num_classes = len(classes)
+    num_images = len(gt.image_ids)
+
+    # ground truth, grouped by (image, class)
+    g_cls = _class_index(class_index, gt.inst_label, "ground truth")
+    g_has_mask = rle_areas(gt.inst_rle) > 0
+    g_key = gt.inst_image.astype(np.int64) * num_classes + g_cls
+    counted = g_has_mask & ~gt.inst_group_of
+    num_gt = np.bincount(g_cls[counted], minlength=num_classes).astype(np.int64)
+    g_order = np.argsort(g_key, kind="stable")
+    g_sorted_keys = g_key[g_order]
+    l_cls = _class_index(class_index, gt.label_name, "image labels")
+    evaluatable = np.unique(np.concatenate(
+        [g_key, gt.label_image.astype(np.int64) * num_classes + l_cls]))
+
+    # detections: evaluated images and classes only, non-empty masks only
+    d_img = gt.image_index(detections.image_id)
+    d_cls = _class_index(class_index, detections.label, "detections")
+    d_key = d_img.astype(np.int64) * num_classes + d_cls
+    keep = np.flatnonzero((d_img >= 0) & np.isin(d_key, evaluatable))
+    rles = [detections.rle[i] for i in keep]
+    areas = rle_areas(rles)
+    nonempty = areas > 0
+    keep, rles = keep[nonempty], [r for r, ok in zip(rles, nonempty) if ok]
+    xywh = rle_boxes(rles)
+    img = d_img[keep]
+    sizes = np.asarray([r["size"] for r in rles], dtype=np.int64).reshape(-1, 2)
+    wrong = (sizes[:, 0] != gt.heights[img]) | (sizes[:, 1] != gt.widths[img])
+    if wrong.any():
+        k = int(np.flatnonzero(wrong)[0])
+        raise InputError(f"detections: image {gt.image_ids[img[k]]}: mask size "
+                         f"{sizes[k].tolist()} differs from the ground-truth image size "
+                         f"{[int(gt.heights[img[k]]), int(gt.widths[img[k]])]}")
+    heights = gt.heights[img].astype(np.float64)
+    widths = gt.widths[img].astype(np.float64)
+    boxes = np.stack([xywh[:, 1] / heights, xywh[:, 0] / widths,
+                      (xywh[:, 1] + xywh[:, 3]) / heights, (xywh[:, 0] + xywh[:, 2]) / widths],
+                     axis=1)
+    scores = detections.score[keep].astype(np.float64)
+    # group by (class, image) keeping the submission order inside a group
+    group_key = d_cls[keep].astype(np.int64) * max(num_images, 1) + img
+    order = np.argsort(group_key, kind="stable")
+    group_key = group_key[order]
+    starts = np.flatnonzero(np.r_[True, group_key[1:] != group_key[:-1]]) if len(order) else []
+    ends = np.r_[starts[1:], len(order)] if len(order) else []
+
+    per_class_scores: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    per_class_tp: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    for start, end in zip(starts, ends):
+        members = order[start:end]
+        members = members[descending_order(scores[members])]
+        cls, image = divmod(int(group_key[start]), max(num_images, 1))
+        key = image * num_classes + cls
+        lo, hi = np.searchsorted(g_sorted_keys, [key, key + 1])
+        gt_rows = g_order[lo:hi]
+        det_rles = [rles[i] for i in members]
+        if gt_rows.size:
+            tp, scored = match_image_class(
+                det_rles, boxes[members], [gt.inst_rle[j] for j in gt_rows],
+                gt.inst_box[gt_rows], g_has_mask[gt_rows], gt.inst_group_of[gt_rows])
+        else:  # label only: every detection is a false positive
+            tp, scored = np.zeros(len(members), bool), np.ones(len(members), bool)
+        per_class_scores[cls].append(scores[members][scored])
+        per_class_tp[cls].append(tp[scored])
+
+    ap = np.full(num_classes, np.nan)
+    num_scored = np.zeros(num_classes, dtype=np.int64)
+    num_tp = np.zeros(num_classes, dtype=np.int64)
+    for c in range(num_classes):
+        c_scores = np.concatenate(per_class_scores[c]) if per_class_scores[c] else np.zeros(0)
+        c_tp = np.concatenate(per_class_tp[c]) if per_class_tp[c] else np.zeros(0, bool)
+        num_scored[c], num_tp[c] = len(c_scores), int(c_tp.sum())
+        if num_gt[c] == 0:
+            continue
+        precision, recall = precision_recall(c_scores, c_tp, int(num_gt[c]))
+        ap[c] = average_precision(precision, recall)
+    if log:
+        log(f"metric: {len(detections)} detections, {len(keep)} evaluated in "
+            f"{len(starts)} (image, class) groups over {num_images} images")
+    return EvaluationResult(classes=classes, average_precision=ap, num_gt=num_gt,
+                            num_scored=num_scored, num_tp=num_tp, num_images=num_images,
+                            extra={"num_detections": len(detections),
+                                   "num_detections_evaluated": int(len(keep))})
+
+
+# --------------------------------------------------------------------------- submission
+
+
+def _first_bad_mask(texts: Sequence[str]) -> tuple[int, str]:
+    for k, text in enumerate(texts):
+        try:
+            decode_mask(text)
+        except ValueError as exc:
+            return k, str(exc)
+    return 0, "?"
+
+
+def read_submission(
+    path: str | Path,
+    gt: GroundTruth,
+    known_classes: Iterable[str],
+    *,
+    log: Callable[[str], None] | None = None,
+) -> Detections:
+    """Read a Kaggle CSV ``ImageID,ImageWidth,ImageHeight,PredictionString``.
+
+    Only rows of images in ``gt`` are decoded (others are ignored, as TF
+    ignores detections of images without labels). Every RLE must cover
+    exactly ImageHeight x ImageWidth pixels (checked without decoding, via
+    ``oidseg.kaggle.rle_totals``). Masks whose declared size differs from the
+    ground-truth image size are resized (nearest) to it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: submission file is missing")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot parse submission CSV ({exc})") from exc
+    for column in SUBMISSION_COLUMNS:
+        if column not in frame.columns:
+            raise InputError(f"{path}: required column {column!r} is missing "
+                             f"(found columns: {', '.join(map(str, frame.columns))})")
+    duplicated = frame["ImageID"].duplicated().to_numpy()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0])
+        raise InputError(f"{path}: row {row + 1}: duplicate ImageID {frame['ImageID'].iloc[row]!r}")
+    known = set(known_classes)
+    frame_ids = frame["ImageID"].to_numpy(dtype=object)
+    frame_widths = frame["ImageWidth"].to_numpy(dtype=object)
+    frame_heights = frame["ImageHeight"].to_numpy(dtype=object)
+    predictions = frame["PredictionString"].to_numpy(dtype=object)
+    image_pos = gt.image_index(frame_ids)
+    rows = np.flatnonzero((image_pos >= 0) & (frame["PredictionString"].str.strip() != "").to_numpy())
+
+    ids, labels, scores, rles = [], [], [], []
+    resized_images = 0
+    for row in rows:
+        image_id = frame_ids[row]
+        where = f"{path}: row {row + 1} / {image_id}"
+        parts = predictions[row].split()
+        if len(parts) % 3:
+            raise InputError(f"{where}: PredictionString has {len(parts)} fields, "
+                             "not triples 'LabelName Confidence EncodedMask'")
+        try:
+            width, height = int(frame_widths[row]), int(frame_heights[row])
+        except ValueError as exc:
+            raise InputError(f"{where}: ImageWidth/ImageHeight are not integers") from exc
+        if width <= 0 or height <= 0:
+            raise InputError(f"{where}: image size {width}x{height} is not positive")
+        names = parts[0::3]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise InputError(f"{where}: unknown class {unknown[0]!r}")
+        try:
+            conf = np.asarray(parts[1::3], dtype=np.float64)
+        except ValueError as exc:
+            raise InputError(f"{where}: a Confidence is not a number ({exc})") from exc
+        if not np.isfinite(conf).all():
+            raise InputError(f"{where}: a Confidence is not finite")
+        try:
+            counts = [decode_mask(text) for text in parts[2::3]]
+        except ValueError:
+            k = _first_bad_mask(parts[2::3])
+            raise InputError(f"{where}: detection {k[0] + 1}: EncodedMask is not "
+                             f"base64(zlib(RLE)) ({k[1]})") from None
+        totals = rle_totals(counts)
+        bad = np.flatnonzero(totals != height * width)
+        if bad.size:
+            raise InputError(f"{where}: detection {bad[0] + 1}: EncodedMask RLE covers "
+                             f"{totals[bad[0]]} pixels, not ImageHeight x ImageWidth = "
+                             f"{height} x {width}")
+        pos = image_pos[row]
+        gt_h, gt_w = int(gt.heights[pos]), int(gt.widths[pos])
+        image_rles = [{"size": [height, width], "counts": c} for c in counts]
+        if (gt_h, gt_w) != (height, width) and gt_h > 0 and gt_w > 0:
+            resized_images += 1
+            image_rles = [resize_rle(r, gt_h, gt_w) for r in image_rles]
+        ids.extend([image_id] * len(names))
+        labels.extend(names)
+        scores.append(conf)
+        rles.extend(image_rles)
+    if log:
+        log(f"submission: {len(frame)} rows, {len(rows)} evaluated images with detections, "
+            f"{len(rles)} detections, {resized_images} images resized to the ground-truth size")
+    return Detections(image_id=np.asarray(ids, dtype=object), label=np.asarray(labels, dtype=object),
+                      score=np.concatenate(scores) if scores else np.zeros(0),
+                      rle=rles)
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+class MaskSource:
+    """Mask PNGs by file name, from folders and/or the official zip archives
+    (read inside the zips, never extracted)."""
+
+    def __init__(self, paths: Sequence[str | Path]):
+        self.dirs: list[Path] = []
+        self.members: dict[str, tuple[int, str]] = {}
+        self.zips: list[zipfile.ZipFile] = []
+        for p in map(Path, paths):
+            if p.is_dir():
+                self.dirs.append(p)
+            elif p.is_file():
+                try:
+                    archive = zipfile.ZipFile(p)
+                except (zipfile.BadZipFile, OSError) as exc:
+                    raise InputError(f"{p}: not a readable zip archive ({exc})") from exc
+                for name in archive.namelist():
+                    if name.endswith(".png"):
+                        self.members.setdefault(name.rsplit("/", 1)[-1], (len(self.zips), name))
+                self.zips.append(archive)
+            else:
+                raise InputError(f"{p}: mask folder or zip archive is missing")
+
+    def read(self, name: str) -> bytes:
+        hit = self.members.get(name)
+        if hit is not None:
+            archive = self.zips[hit[0]]
+            try:
+                return archive.read(hit[1])
+            except (zipfile.BadZipFile, OSError, zlib.error) as exc:
+                raise InputError(f"{archive.filename}: cannot read {hit[1]} ({exc})") from exc
+        for folder in self.dirs:
+            candidate = folder / name
+            if candidate.is_file():
+                return candidate.read_bytes()
+        raise InputError(f"mask {name}: not found in the mask folders/archives given")
+
+    def close(self) -> None:
+        for archive in self.zips:
+            archive.close()
+
+
+def load_mask_rle(data: bytes, name: str, height: int, width: int) -> Rle:
+    """PNG bytes -> RLE at ``height x width`` (nearest resize, threshold > 0)."""
+    mask = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise InputError(f"mask {name}: not a readable PNG")
+    if mask.shape != (height, width):
+        mask = cv2.resize(mask, (int(width), int(height)), interpolation=cv2.INTER_NEAREST)
+    return encode_mask(mask > 0)
+
+
+def _pair_masks_with_boxes(bbox: pd.DataFrame, masks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(bbox row, mask row) pairs of equal ImageID/LabelName and box within
+    :data:`BOX_MATCH_TOLERANCE`; one to one, closest first."""
+    left = pd.DataFrame({"ImageID": bbox["ImageID"].to_numpy(), "LabelName": bbox["LabelName"].to_numpy(),
+                         "b": np.arange(len(bbox))})
+    right = pd.DataFrame({"ImageID": masks["ImageID"].to_numpy(), "LabelName": masks["LabelName"].to_numpy(),
+                          "m": np.arange(len(masks))})
+    pairs = left.merge(right, on=["ImageID", "LabelName"])
+    if pairs.empty:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    b, m = pairs["b"].to_numpy(), pairs["m"].to_numpy()
+    bbox_xy = bbox[["XMin", "XMax", "YMin", "YMax"]].to_numpy(np.float64)
+    mask_xy = masks[["BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax"]].to_numpy(np.float64)
+    diff = np.abs(bbox_xy[b] - mask_xy[m]).max(axis=1)
+    ok = diff <= BOX_MATCH_TOLERANCE
+    chosen = pd.DataFrame({"b": b[ok], "m": m[ok], "d": diff[ok]}).sort_values("d", kind="stable")
+    chosen = chosen.drop_duplicates("m").drop_duplicates("b")
+    return chosen["b"].to_numpy(), chosen["m"].to_numpy()
+
+
+def load_ground_truth(
+    masks_csv: str | Path,
+    bbox_csv: str | Path,
+    labels_csv: str | Path,
+    hierarchy: Hierarchy,
+    mask_paths: Sequence[str | Path],
+    images_dir: str | Path,
+    image_ids: Sequence[str] | None = None,
+    *,
+    size_lookup: Callable | None = None,
+    log: Callable[[str], None] | None = None,
+) -> GroundTruth:
+    """Read the official validation files into a (not yet expanded)
+    :class:`GroundTruth`, restricted to ``image_ids`` when given."""
+    from oidseg import raw
+
+    known = hierarchy.classes
+    masks = raw.read_masks_csv(masks_csv, known)
+    bbox = raw.read_bbox_csv(bbox_csv, known)
+    labels = raw.read_labels_csv(labels_csv, known)
+    if image_ids is not None:
+        wanted = pd.Index(np.asarray(image_ids, dtype=object))
+        masks = masks[masks["ImageID"].isin(wanted)].reset_index(drop=True)
+        bbox = bbox[bbox["ImageID"].isin(wanted)].reset_index(drop=True)
+        labels = labels[labels["ImageID"].isin(wanted)].reset_index(drop=True)
+        all_ids = np.asarray(image_ids, dtype=object)
+    else:
+        all_ids = np.concatenate([masks["ImageID"].to_numpy(object), bbox["ImageID"].to_numpy(object),
+                                  labels["ImageID"].to_numpy(object)])
+    image_list = np.unique(np.asarray(all_ids, dtype=str)).astype(object)
+
+    # instances: bbox rows (with their mask when paired), then unpaired mask rows
+    b_rows, m_rows = _pair_masks_with_boxes(bbox, masks)
+    mask_of_box = np.full(len(bbox), -1, dtype=np.int64)
+    mask_of_box[b_rows] = m_rows
+    unpaired = np.setdiff1d(np.arange(len(masks)), m_rows)
+    inst_ids = np.concatenate([bbox["ImageID"].to_numpy(object), masks["ImageID"].to_numpy(object)[unpaired]])
+    inst_label = np.concatenate([bbox["LabelName"].to_numpy(object),
+                                 masks["LabelName"].to_numpy(object)[unpaired]])
+    inst_box = np.concatenate([
+        bbox[["YMin", "XMin", "YMax", "XMax"]].to_numpy(np.float64),
+        masks[["BoxYMin", "BoxXMin", "BoxYMax", "BoxXMax"]].to_numpy(np.float64)[unpaired],
+    ]).reshape(-1, 4)
+    inst_group = np.concatenate([bbox["IsGroupOf"].to_numpy() == 1, np.zeros(len(unpaired), bool)])
+    inst_mask_row = np.concatenate([mask_of_box, unpaired])
+
+    index = pd.Index(image_list)
+    inst_image = index.get_indexer(pd.Index(inst_ids))
+    label_image = index.get_indexer(pd.Index(labels["ImageID"].to_numpy(object)))
+
+    # image sizes (JPEG headers) of every image with annotations
+    annotated = np.unique(np.concatenate([inst_image, label_image])).astype(np.int64)
+    heights = np.zeros(len(image_list), dtype=np.int64)
+    widths = np.zeros(len(image_list), dtype=np.int64)
+    if annotated.size:
+        lookup = size_lookup or raw.JpegSizeReader(images_dir)
+        w, h = lookup(list(image_list[annotated]))
+        widths[annotated], heights[annotated] = w, h
+    if log:
+        log(f"ground truth: {len(image_list)} images, {len(inst_ids)} boxes/masks "
+            f"({int((inst_mask_row >= 0).sum())} with a mask), {len(labels)} image labels")
+
+    # masks: PNG -> nearest resize to the image size -> RLE
+    inst_rle: list = [None] * len(inst_ids)
+    source = MaskSource(mask_paths)
+    try:
+        names = masks["MaskPath"].to_numpy(object)
+        with_mask = np.flatnonzero(inst_mask_row >= 0)
+        for done, i in enumerate(with_mask, start=1):
+            name = names[inst_mask_row[i]]
+            pos = inst_image[i]
+            inst_rle[i] = load_mask_rle(source.read(name), name, int(heights[pos]), int(widths[pos]))
+            if log and done % 20000 == 0:
+                log(f"ground truth: {done}/{len(with_mask)} masks decoded")
+    finally:
+        source.close()
+    return GroundTruth(
+        image_ids=image_list, heights=heights, widths=widths,
+        inst_image=inst_image.astype(np.int64), inst_label=inst_label.astype(object),
+        inst_box=inst_box, inst_group_of=inst_group, inst_rle=inst_rle,
+        label_image=label_image.astype(np.int64),
+        label_name=labels["LabelName"].to_numpy(object),
+        label_confidence=labels["Confidence"].to_numpy(np.int8),
+    )
+
+
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

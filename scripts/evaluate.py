@@ -1,0 +1,124 @@
+"""Score a Kaggle-format submission with the OID Challenge 2019 instance
+segmentation metric (SPEC section 8, ``oidseg.metric``).
+
+Writes ``--out-json`` (mAP, leaf mAP, parent mAP, per-class AP and counts)
+and ``--out-csv`` (``LabelName,DisplayName,AP,num_gt,kind``), both atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from oidseg import metric  # noqa: E402
+from oidseg.errors import atomic_write_text, run_cli  # noqa: E402
+from oidseg.hierarchy import Hierarchy, load_hierarchy  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--submission", required=True, help="Kaggle CSV ImageID,ImageWidth,ImageHeight,PredictionString")
+    parser.add_argument("--hierarchy", required=True, help="hierarchy JSON")
+    parser.add_argument("--classes", required=True, help="class-description CSV (MID,DisplayName)")
+    parser.add_argument("--masks-csv", required=True, help="validation segmentation masks CSV")
+    parser.add_argument("--bbox-csv", required=True, help="validation segmentation bbox CSV")
+    parser.add_argument("--labels-csv", required=True, help="validation image-level labels CSV")
+    parser.add_argument("--masks", required=True, nargs="+",
+                        help="folder(s) of mask PNGs and/or the mask zip archives")
+    parser.add_argument("--images", required=True, help="folder of {ImageID}.jpg (sizes from headers)")
+    parser.add_argument("--image-ids", default=None,
+                        help="CSV with an ImageID column: evaluate only these images")
+    parser.add_argument("--name", default=None, help="name recorded in the JSON (default: submission stem)")
+    parser.add_argument("--out-json", required=True)
+    parser.add_argument("--out-csv", required=True)
+    return parser.parse_args(argv)
+
+
+def class_kind(hierarchy: Hierarchy) -> dict[str, str]:
+    kinds = {c: "leaf" for c in hierarchy.leaf_classes}
+    kinds.update({c: "parent" for c in hierarchy.parent_classes})
+    kinds.update({c: "grandparent" for c in hierarchy.grandparent_classes})
+    return kinds
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def summarize(result: metric.EvaluationResult, hierarchy: Hierarchy, name: str,
+              submission: str) -> dict:
+    kinds = class_kind(hierarchy)
+    overall, n_all = result.mean_ap_over(result.classes)
+    leaf, n_leaf = result.mean_ap_over(hierarchy.leaf_classes)
+    parent, n_parent = result.mean_ap_over(hierarchy.expanded_parent_classes)
+    per_class = [
+        {"LabelName": c, "DisplayName": hierarchy.names.get(c, ""), "kind": kinds[c],
+         "AP": _number(result.average_precision[i]), "num_gt": int(result.num_gt[i]),
+         "num_scored": int(result.num_scored[i]), "num_tp": int(result.num_tp[i])}
+        for i, c in enumerate(result.classes)
+    ]
+    return {
+        "name": name, "submission": submission, "metric": "OID Challenge 2019 instance segmentation mAP@0.5 mask IoU",
+        "mAP": _number(overall), "num_classes_scored": n_all,
+        "leaf_mAP": _number(leaf), "num_leaf_classes_scored": n_leaf,
+        "parent_mAP": _number(parent), "num_parent_classes_scored": n_parent,
+        "num_images": result.num_images, **result.extra, "per_class": per_class,
+    }
+
+
+def per_class_csv(summary: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["LabelName", "DisplayName", "AP", "num_gt", "kind"])
+    for row in summary["per_class"]:
+        ap = "" if row["AP"] is None else f"{row['AP']:.6f}"
+        writer.writerow([row["LabelName"], row["DisplayName"], ap, row["num_gt"], row["kind"]])
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    log = metric.stderr_log
+    hierarchy = load_hierarchy(args.hierarchy, args.classes)
+    image_ids = None
+    if args.image_ids:
+        from oidseg import raw
+
+        image_ids = raw.read_image_list(args.image_ids)["ImageID"].tolist()
+    gt = metric.load_ground_truth(args.masks_csv, args.bbox_csv, args.labels_csv, hierarchy,
+                                  args.masks, args.images, image_ids, log=log)
+    gt = metric.expand_ground_truth(gt, hierarchy)
+    detections = metric.read_submission(args.submission, gt, hierarchy.classes, log=log)
+    result = metric.evaluate(gt, detections, hierarchy.classes, log=log)
+    name = args.name or Path(args.submission).stem
+    summary = summarize(result, hierarchy, name, str(args.submission))
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    json_text = json.dumps(summary, indent=1, allow_nan=False) + "\n"
+    csv_text = per_class_csv(summary)
+    atomic_write_text(args.out_json, json_text)
+    try:
+        atomic_write_text(args.out_csv, csv_text)
+    except BaseException:
+        Path(args.out_json).unlink(missing_ok=True)
+        raise
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    print(f"{name}: mAP {fmt(summary['mAP'])} over {summary['num_classes_scored']} classes | "
+          f"leaf mAP {fmt(summary['leaf_mAP'])} ({summary['num_leaf_classes_scored']}) | "
+          f"parent mAP {fmt(summary['parent_mAP'])} ({summary['num_parent_classes_scored']}) | "
+          f"{summary['num_images']} images, {summary['seconds']} s")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
