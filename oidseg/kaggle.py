@@ -1,0 +1,359 @@
+"""Kaggle instance-segmentation submission format (SPEC section 7).
+
+A CSV shard has the header ``ImageID,ImageWidth,ImageHeight,PredictionString``
+and one line per image. ``PredictionString`` is a space-joined list of
+``LabelName Confidence EncodedMask`` triples (empty for an image without
+predictions), where
+
+- ``Confidence`` is written ``%.6f`` (never exponent notation);
+- ``EncodedMask`` = base64( zlib.compress( COCO compressed-RLE ``counts`` of
+  the ImageHeight x ImageWidth mask, level 9 ) ).
+
+Rows are numbered like lines of the file: the header is row 1, the first
+image row 2. Error messages read ``<file>: row <n> / <ImageID>: <problem>``.
+
+Nothing here decodes a mask to pixels: the detection shards already hold
+compressed-RLE ``counts`` bytes, which are zlib-compressed as they are, and
+the size check of :func:`rle_totals` works on the RLE counts alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import csv
+import ctypes
+import ctypes.util
+import functools
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator, Sequence
+
+import numpy as np
+
+from oidseg.errors import InputError, atomic_path
+
+HEADER = "ImageID,ImageWidth,ImageHeight,PredictionString"
+COLUMNS = HEADER.split(",")
+
+#: smallest positive score that survives ``%.6f``; positive scores that would
+#: print as ``0.000000`` are written as this value so that no later
+#: ``score > 0`` threshold drops them (a defect of the original).
+MIN_POSITIVE_SCORE = 1e-6
+
+
+def tune_malloc() -> None:
+    """Stop glibc from returning freed heap memory to the kernel at once.
+
+    Each ``zlib.compress`` call allocates and frees about 256 KiB of deflate
+    state. With glibc's default trim threshold that memory goes back to the
+    kernel after every call and is page-faulted in again on the next one,
+    which makes one call cost 50-100 us instead of about 11 us. Raising the
+    trim threshold keeps the pages. No-op where glibc's ``mallopt`` is absent.
+    """
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(name)
+        m_trim_threshold = -1
+        libc.mallopt(m_trim_threshold, 256 << 20)
+
+
+class RleStruct(ctypes.Structure):
+    """pycocotools' C ``RLE`` struct (maskApi.h: h, w, m, cnts)."""
+
+    _fields_ = [
+        ("h", ctypes.c_size_t),
+        ("w", ctypes.c_size_t),
+        ("m", ctypes.c_size_t),
+        ("cnts", ctypes.POINTER(ctypes.c_uint)),
+    ]
+
+
+@functools.lru_cache(maxsize=1)
+def coco_c_api() -> ctypes.CDLL | None:
+    """pycocotools' C mask API (``rleFrString``, ``rleArea``, ``rleToBbox``,
+    ``rleIou``, ``rleFree``), which its extension module exports.
+
+    Calling it through ctypes costs about 1 us per call, where
+    ``pycocotools.mask.iou`` spends 25-45 us per call in Python-side checks;
+    merge's hot loop (one IoU per candidate pair) calls it directly. RLE
+    arguments are addresses into an ``(RleStruct * n)`` array. None where
+    the symbols are missing (then the public API is used).
+    """
+    try:
+        from pycocotools import _mask
+
+        lib = ctypes.CDLL(_mask.__file__)
+        rle_p = ctypes.c_void_p
+        lib.rleFrString.argtypes = [rle_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t]
+        lib.rleFrString.restype = None
+        lib.rleFree.argtypes = [rle_p]
+        lib.rleFree.restype = None
+        lib.rleArea.argtypes = [rle_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_uint)]
+        lib.rleArea.restype = None
+        lib.rleToBbox.argtypes = [rle_p, ctypes.POINTER(ctypes.c_double), ctypes.c_size_t]
+        lib.rleToBbox.restype = None
+        lib.rleIou.argtypes = [
+            rle_p,
+            rle_p,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_double),
+        ]
+        lib.rleIou.restype = None
+    except (ImportError, OSError, AttributeError):
+        return None
+    return lib
+
+
+def valid_rle_string(counts: bytes) -> bool:
+    """Cheap syntax check of a COCO compressed-RLE string: non-empty, only
+    COCO's alphabet, last number complete. pycocotools' C parser reads past
+    the end of a string cut inside a number, so nothing else reaches it."""
+    return (
+        bool(counts) and not (counts[-1] - 48) & 0x20 and not counts.translate(None, _RLE_ALPHABET)
+    )
+
+
+# --------------------------------------------------------------------------
+# masks and scores
+
+
+def encode_mask(counts: bytes) -> str:
+    """COCO compressed-RLE counts -> Kaggle EncodedMask."""
+    return base64.b64encode(zlib.compress(counts, 9)).decode("ascii")
+
+
+def decode_mask(encoded: str | bytes) -> bytes:
+    """Kaggle EncodedMask -> COCO compressed-RLE counts.
+
+    Raises ``ValueError`` on bad base64 or zlib data.
+    """
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"EncodedMask is not valid base64 ({exc})") from exc
+    try:
+        return zlib.decompress(raw)
+    except zlib.error as exc:
+        raise ValueError(f"EncodedMask is not valid zlib data ({exc})") from exc
+
+
+def format_scores(scores: np.ndarray) -> list[str]:
+    """Scores -> ``%.6f`` strings; positive scores below 0.0000005 become
+    ``0.000001`` instead of ``0.000000``. Scores must lie in [0, 1]."""
+    s = np.asarray(scores, dtype=np.float64)
+    s = np.where((s > 0) & (s < MIN_POSITIVE_SCORE), MIN_POSITIVE_SCORE, s)
+    return ["%.6f" % v for v in s.tolist()]
+
+
+def parse_score(text: str) -> float:
+    """A Confidence field -> float; ``ValueError`` unless finite."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"confidence {text!r} is not finite")
+    return value
+
+
+def split_predictions(predictions: str) -> list[str]:
+    """PredictionString -> flat token list (label, score, mask, label, ...).
+
+    Raises ``ValueError`` when the token count is not a multiple of 3."""
+    parts = predictions.split()
+    if len(parts) % 3:
+        raise ValueError(
+            f"PredictionString has {len(parts)} fields, not a multiple of 3 "
+            "(LabelName Confidence EncodedMask)"
+        )
+    return parts
+
+
+_RLE_ALPHABET = bytes(range(48, 112))  # chr(48 + group), group in 0..63
+_RLE_MORE = bytes(range(80, 112))  # groups with 0x20 set: more groups follow
+
+
+def _first_number(counts: bytes) -> int:
+    """The first number of a COCO compressed-RLE string (stored raw)."""
+    value = 0
+    for k, byte in enumerate(counts):
+        group = byte - 48
+        value |= (group & 0x1F) << (5 * k)
+        if not group & 0x20:
+            if group & 0x10:
+                value -= 1 << (5 * (k + 1))
+            return value
+    raise ValueError("truncated RLE")
+
+
+def rle_area(rles: Sequence[dict]) -> np.ndarray:
+    """pycocotools ``mask.area`` of a list of RLE dicts, as int64.
+
+    pycocotools 2.0.11 fails on a list of 256 or more RLEs ("Python integer
+    256 out of bounds for uint8"), so the list goes in chunks of 255.
+    """
+    from pycocotools import mask as mask_utils
+
+    out = np.zeros(len(rles), dtype=np.int64)
+    for lo in range(0, len(rles), 255):
+        chunk = rles[lo : lo + 255]
+        out[lo : lo + len(chunk)] = mask_utils.area(list(chunk))
+    return out
+
+
+def rle_totals(counts: Sequence[bytes]) -> np.ndarray:
+    """Sum of the run lengths of each COCO compressed-RLE ``counts`` string.
+
+    A valid RLE of an h x w mask sums to exactly h * w, so comparing the
+    total to h * w checks the size without decoding any pixel. Returns an
+    int64 array, -1 where a string is malformed (see :func:`valid_rle_string`).
+
+    pycocotools' C parser does the work: ``area`` is the sum of the runs at
+    odd positions. For the even positions, parse the string with a ``'0'``
+    (the number 0) in front: COCO stores numbers from index 3 on as the
+    difference to the number two places before, so the shifted runs are
+    ``[0, c0, c1, c2 + c0, c3, c4 + c0, ...]`` and their area is
+    ``sum(c at even positions) + c0 * ((n - 1) // 2)`` for n numbers.
+    pycocotools sums in uint32, so totals are exact below 2**32 (any real
+    image) and taken modulo 2**32 above. Negative runs (impossible in RLEs
+    written by pycocotools) are not detected.
+    """
+    totals = np.full(len(counts), -1, dtype=np.int64)
+    good = [i for i, c in enumerate(counts) if valid_rle_string(c)]
+    if not good:
+        return totals
+    strings = [counts[i] for i in good]
+    odd = rle_area([{"size": [1, 1], "counts": c} for c in strings])  # size is ignored
+    even = rle_area([{"size": [1, 1], "counts": b"0" + c} for c in strings])
+    c0 = np.array([_first_number(c) for c in strings], dtype=np.int64)
+    n = np.array([len(c.translate(None, _RLE_MORE)) for c in strings], dtype=np.int64)
+    totals[np.array(good)] = (odd + even - c0 * ((n - 1) // 2)) % (1 << 32)
+    return totals
+
+
+# --------------------------------------------------------------------------
+# CSV shards
+
+
+@dataclass(frozen=True)
+class ShardRow:
+    """One image line of a Kaggle CSV shard."""
+
+    row: int  #: line number in the file (header = 1)
+    image_id: str
+    width: int
+    height: int
+    predictions: str
+
+
+def _split_line(line: str) -> list[str]:
+    if '"' in line:
+        return next(csv.reader([line]))
+    return line.split(",", 3)
+
+
+def _parse_size(path: Path, row: int, image_id: str, field: str, text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise InputError(
+            f"{path}: row {row} / {image_id}: {field} {text!r} is not a positive integer"
+        )
+    return int(text)
+
+
+def iter_shard(path: str | Path) -> Iterator[ShardRow]:
+    """Stream the rows of a Kaggle CSV shard, checking header and fields."""
+    path = Path(path)
+    try:
+        fh = open(path, encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read CSV ({exc})") from exc
+    with fh:
+        header = fh.readline().rstrip("\r\n")
+        if header != HEADER:
+            raise InputError(f"{path}: row 1: header is {header[:80]!r}, expected {HEADER!r}")
+        for row, line in enumerate(fh, start=2):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            fields = _split_line(line)
+            image_id = fields[0]
+            if len(fields) != 4:
+                raise InputError(
+                    f"{path}: row {row} / {image_id}: {len(fields)} fields, expected 4"
+                )
+            if not image_id:
+                raise InputError(f"{path}: row {row}: empty ImageID")
+            yield ShardRow(
+                row=row,
+                image_id=image_id,
+                width=_parse_size(path, row, image_id, "ImageWidth", fields[1]),
+                height=_parse_size(path, row, image_id, "ImageHeight", fields[2]),
+                predictions=fields[3],
+            )
+
+
+class ShardWriter:
+    """Write a Kaggle CSV atomically: nothing appears at ``path`` unless the
+    ``with`` block finishes without an exception."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._ctx = atomic_path(self.path)
+        self._fh: IO[str] | None = None
+        self.rows = 0
+
+    def __enter__(self) -> "ShardWriter":
+        tmp = self._ctx.__enter__()
+        self._fh = open(tmp, "w", encoding="utf-8", newline="\n", buffering=1 << 20)
+        self._fh.write(HEADER + "\n")
+        return self
+
+    def write(self, image_id: str, width: int, height: int, predictions: str) -> None:
+        assert self._fh is not None
+        self._fh.write(f"{image_id},{width},{height},{predictions}\n")
+        self.rows += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self._fh is not None
+        self._fh.close()
+        return bool(self._ctx.__exit__(exc_type, exc, tb))
+
+
+def read_image_list(path: str | Path) -> list[str]:
+    """ImageIDs of a CSV with an ``ImageID`` column (Kaggle's sample
+    submission or ``heldout_val.csv``), in file order; duplicates and empty
+    IDs are errors."""
+    path = Path(path)
+    try:
+        fh = open(path, encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read image list ({exc})") from exc
+    with fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header or "ImageID" not in header:
+            raise InputError(f"{path}: row 1: no ImageID column in header {header!r}")
+        col = header.index("ImageID")
+        ids: list[str] = []
+        seen: dict[str, int] = {}
+        for row, fields in enumerate(reader, start=2):
+            if not fields:
+                continue
+            image_id = fields[col].strip() if col < len(fields) else ""
+            if not image_id:
+                raise InputError(f"{path}: row {row}: empty ImageID")
+            if image_id in seen:
+                raise InputError(
+                    f"{path}: row {row} / {image_id}: duplicate ImageID "
+                    f"(first at row {seen[image_id]})"
+                )
+            seen[image_id] = row
+            ids.append(image_id)
+    if not ids:
+        raise InputError(f"{path}: image list is empty")
+    return ids
