@@ -163,7 +163,6 @@ def train_args(wildcards, input):
         f"--aug {spec['aug']}",
         f"--skip {consumed_entries(wildcards.model, wildcards.stage)}",
         f"--images-per-gpu {train['images_per_gpu']}",
-        f"--base-lr {train['base_lr']} --base-batch {train['base_batch']}",
         f"--gpus {model['gpus']}",
         f"--checkpoint-interval {train['checkpoint_interval']}",
         f"--seed {train['seed']}",
