@@ -1,0 +1,354 @@
+"""One training stage of a Cascade Mask R-CNN model (SPEC section 5).
+
+A stage = (model config, annotation pickle, ordered list, entries to skip,
+iterations, LR factor, augmentation, weights of the previous stage). It runs
+mmengine's Runner with an iteration-based loop and:
+
+- LR rule: ``lr = base_lr x lr_factor x images_per_iter / base_images_per_iter``
+  (config keys ``base_lr``, ``base_images_per_iter``; full size: 0.005 for
+  4 images; demo: 0.02 for 2 images), i.e. the linear scaling rule when the
+  batch differs from the reference one. ``images_per_iter = images per GPU x
+  processes``.
+- warm-up: linear from ``warmup_ratio`` over ``min(warmup_iters, iters)``
+  iterations, then constant (config keys).
+- stage chaining: ``--load-from PREV.pth`` loads the previous stage's weights
+  with a fresh optimiser and a new warm-up (mmengine ``load_from``, not
+  ``resume``).
+- resume: when ``--work-dir`` already holds a checkpoint of this stage
+  (mmengine's ``last_checkpoint`` file), training resumes from it
+  (``resume=True``: weights, optimiser, scheduler and iteration counter);
+  the ordered list continues at the right entry without reading the
+  skipped batches (``OrderedIterBasedTrainLoop``).
+- outputs: periodic checkpoints every ``--checkpoint-interval`` iterations in
+  ``--work-dir``; the final weights at ``--out`` (atomic; ``state_dict`` and
+  ``meta`` with ``dataset_meta.classes`` = the class MIDs, only plain types,
+  so ``torch.load(weights_only=True)`` reads it); one JSON object per logged
+  iteration (``iter``, ``lr``, ``loss``, each loss term, ``time``) at
+  ``--log-jsonl`` (atomic copy of the work-dir log at the end).
+- ``--gpus N > 1``: re-executes itself under ``torch.distributed.run``
+  (DDP, world size N, NCCL; needs N visible GPUs); with ``--gpus 1`` and no
+  GPU visible it trains on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from oidseg.errors import InputError, atomic_path
+
+AUGMENTATIONS = ("multiscale", "single", "photometric")
+WORK_LOG = "train_log.jsonl"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train one stage of a Cascade Mask R-CNN model.")
+    p.add_argument("--config", required=True, help="model config, e.g. configs/demo/L1.py")
+    p.add_argument("--ann", required=True, help="annotation pickle (leaf_train.pkl / parent_train.pkl)")
+    p.add_argument("--order", required=True, help="ordered training list (.npy of data_list indices)")
+    p.add_argument("--skip", type=int, default=0,
+                   help="list entries consumed by earlier stages (iterations x images per iteration)")
+    p.add_argument("--iters", type=int, required=True, help="iterations of this stage")
+    p.add_argument("--lr-factor", type=float, default=1.0, help="LR = base LR x this (1, 1/3, 1/15, ...)")
+    p.add_argument("--aug", choices=AUGMENTATIONS, default="multiscale",
+                   help="training pipeline: config's train_pipelines[AUG]")
+    p.add_argument("--load-from", default="none", help="previous stage's final weights, or 'none'")
+    p.add_argument("--pretrained", default="none",
+                   help="local ImageNet backbone checkpoint (ignored with --load-from), or 'none'")
+    p.add_argument("--work-dir", required=True, help="periodic checkpoints; a rerun resumes from them")
+    p.add_argument("--out", required=True, help="final checkpoint (written atomically)")
+    p.add_argument("--log-jsonl", required=True, help="JSON-lines training log (written atomically)")
+    p.add_argument("--images-per-gpu", type=int, default=None,
+                   help="images per GPU (process) per iteration; default: config's images_per_gpu")
+    p.add_argument("--gpus", type=int, default=1, help="processes/GPUs; > 1 launches torchrun (DDP)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (AmpOptimWrapper)")
+    p.add_argument("--checkpoint-interval", type=int, default=None,
+                   help="iterations between checkpoints in --work-dir; default: config's")
+    p.add_argument("--log-interval", type=int, default=None,
+                   help="iterations per JSON-lines entry; default: config's logger interval")
+    p.add_argument("--workers", type=int, default=None, help="dataloader workers per process")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--launcher", choices=("none", "pytorch"), default="none", help=argparse.SUPPRESS)
+    return p
+
+
+def _none(value: str | None) -> str | None:
+    return None if value is None or value.lower() in ("", "none") else value
+
+
+def check_args(args: argparse.Namespace) -> None:
+    for name in ("config", "ann", "order"):
+        if not Path(getattr(args, name)).is_file():
+            raise InputError(f"{getattr(args, name)}: --{name} file is missing")
+    for name in ("load_from", "pretrained"):
+        value = _none(getattr(args, name))
+        if value is not None and not Path(value).is_file():
+            raise InputError(f"{value}: --{name.replace('_', '-')} checkpoint is missing")
+    if args.iters < 1:
+        raise InputError(f"--iters must be >= 1, got {args.iters}")
+    if args.skip < 0:
+        raise InputError(f"--skip must be >= 0, got {args.skip}")
+    if args.lr_factor <= 0:
+        raise InputError(f"--lr-factor must be > 0, got {args.lr_factor}")
+    if args.gpus < 1:
+        raise InputError(f"--gpus must be >= 1, got {args.gpus}")
+
+
+def set_num_classes(model_cfg, n_classes: int) -> None:
+    """Set num_classes of every bbox and mask head of a (cascade) RoI head."""
+    roi = model_cfg["roi_head"]
+    for key in ("bbox_head", "mask_head"):
+        heads = roi.get(key)
+        if heads is None:
+            continue
+        for head in heads if isinstance(heads, (list, tuple)) else [heads]:
+            head["num_classes"] = n_classes
+
+
+def stage_lr(cfg, lr_factor: float, images_per_iter: int) -> float:
+    """base_lr x lr_factor, scaled linearly to the images per iteration."""
+    return float(cfg.base_lr) * lr_factor * images_per_iter / float(cfg.base_images_per_iter)
+
+
+def build_config(args: argparse.Namespace, world_size: int):
+    """The mmengine Config of this stage (no side effects on disk)."""
+    from mmengine.config import Config
+
+    from oidseg.mmdet_ext.dataset import read_classes
+
+    cfg = Config.fromfile(args.config)
+    classes = read_classes(args.ann)
+    set_num_classes(cfg.model, len(classes))
+
+    if args.aug not in cfg.get("train_pipelines", {}):
+        raise InputError(f"{args.config}: no train_pipelines['{args.aug}']")
+    images_per_gpu = args.images_per_gpu or int(cfg.images_per_gpu)
+    loader = cfg.train_dataloader
+    loader.batch_size = images_per_gpu
+    if args.workers is not None:
+        loader.num_workers = args.workers
+    if loader.num_workers == 0:
+        loader.persistent_workers = False
+    loader.sampler = dict(type="OrderedListSampler", order_file=str(args.order), skip=args.skip)
+    loader.dataset.ann_file = str(args.ann)
+    loader.dataset.metainfo = dict(classes=tuple(classes))
+    loader.dataset.pipeline = cfg.train_pipelines[args.aug]
+
+    lr = stage_lr(cfg, args.lr_factor, images_per_gpu * world_size)
+    cfg.optim_wrapper.optimizer.lr = lr
+    if args.amp:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--amp needs a CUDA GPU and none is visible")
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.loss_scale = "dynamic"
+    warmup = min(int(cfg.warmup_iters), args.iters)
+    cfg.param_scheduler = [
+        dict(type="LinearLR", start_factor=float(cfg.warmup_ratio), by_epoch=False,
+             begin=0, end=warmup)] if warmup > 0 else None
+
+    cfg.train_cfg.max_iters = args.iters
+    interval = args.checkpoint_interval or int(cfg.checkpoint_interval)
+    cfg.default_hooks.checkpoint.interval = interval
+    cfg.default_hooks.checkpoint.by_epoch = False
+    log_interval = args.log_interval or int(cfg.default_hooks.logger.interval)
+    cfg.default_hooks.logger.interval = log_interval
+    cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [
+        dict(type="JsonLinesLossHook", out_file=str(Path(args.work_dir) / WORK_LOG),
+             interval=log_interval)]
+
+    cfg.work_dir = str(args.work_dir)
+    pretrained = _none(args.pretrained)
+    if pretrained and not _none(args.load_from):
+        cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=pretrained)
+    cfg.load_from = _none(args.load_from)
+    cfg.resume = False
+    cfg.randomness = dict(seed=args.seed)
+    cfg.launcher = args.launcher
+    cfg.stage_info = dict(lr=lr, images_per_iter=images_per_gpu * world_size, classes=classes,
+                          warmup_iters=warmup, checkpoint_interval=interval)
+    return cfg
+
+
+# --------------------------------------------------------------------------
+# JSON-lines log hook
+
+def _log_lines(path: Path) -> list[str]:
+    """Complete JSON lines of a work-dir log (a killed run may leave a torn last line)."""
+    if not path.exists():
+        return []
+    good = []
+    for line in path.read_text().splitlines():
+        try:
+            if "iter" in json.loads(line):
+                good.append(line)
+        except json.JSONDecodeError:
+            continue
+    return good
+
+
+def _register_hook():
+    from mmdet.registry import HOOKS
+    from mmengine.hooks import Hook
+
+    if "JsonLinesLossHook" in HOOKS.module_dict:
+        return HOOKS.module_dict["JsonLinesLossHook"]
+
+    @HOOKS.register_module()
+    class JsonLinesLossHook(Hook):
+        """Append ``{"iter", "lr", "loss", <terms>, "time"}`` every ``interval``
+        iterations (means over the interval) to ``out_file`` (rank 0)."""
+
+        priority = "BELOW_NORMAL"
+
+        def __init__(self, out_file: str, interval: int = 20) -> None:
+            self.out_file, self.interval = out_file, max(1, int(interval))
+            self._sums: dict[str, float] = {}
+            self._count = 0
+            self._t0 = time.perf_counter()
+
+        def before_train(self, runner) -> None:
+            if runner.rank != 0:
+                return
+            # a resumed run drops the entries logged after its checkpoint
+            keep_upto = runner.iter
+            path = Path(self.out_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            kept = [line for line in _log_lines(path) if json.loads(line)["iter"] <= keep_upto]
+            path.write_text("".join(line + "\n" for line in kept))
+            self._t0 = time.perf_counter()
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            if runner.rank != 0 or not outputs:
+                return
+            for key, value in outputs.items():
+                value = value.detach() if hasattr(value, "detach") else value
+                self._sums[key] = self._sums.get(key, 0.0) + float(value)
+            self._count += 1
+            it = runner.iter + 1
+            if it % self.interval and it != runner.max_iters:
+                return
+            lr = runner.optim_wrapper.get_lr()["lr"][0]
+            now = time.perf_counter()
+            entry = {"iter": it, "lr": float(lr)}
+            entry.update({key: total / self._count for key, total in self._sums.items()})
+            entry["time"] = (now - self._t0) / self._count
+            with open(self.out_file, "a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+            self._sums, self._count, self._t0 = {}, 0, now
+
+    return JsonLinesLossHook
+
+
+# --------------------------------------------------------------------------
+# Running
+
+def latest_checkpoint(work_dir: str | Path) -> str | None:
+    """The checkpoint named in mmengine's ``work_dir/last_checkpoint``."""
+    marker = Path(work_dir) / "last_checkpoint"
+    if not marker.is_file():
+        return None
+    path = marker.read_text().strip()
+    return path if path and Path(path).is_file() else None
+
+
+def checkpoint_iter(path: str | Path) -> int | None:
+    """N of mmengine's ``iter_N.pth``; None for another name."""
+    stem = Path(path).stem
+    return int(stem[5:]) if stem.startswith("iter_") and stem[5:].isdigit() else None
+
+
+def save_final(runner, out: str | Path, classes: Sequence[str], cfg) -> None:
+    """Atomically write the final weights with meta.dataset_meta.classes."""
+    import mmdet
+    import torch
+    from mmengine.runner.checkpoint import get_state_dict, weights_to_cpu
+
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    checkpoint = {
+        "meta": {
+            "dataset_meta": {"classes": list(classes)},
+            "iter": int(runner.iter),
+            "mmdet_version": mmdet.__version__,
+            "config": cfg.pretty_text,
+        },
+        "state_dict": weights_to_cpu(get_state_dict(model)),
+    }
+    with atomic_path(out) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def relaunch_distributed(argv: Sequence[str], gpus: int) -> int:
+    """Re-execute this script under torchrun with ``gpus`` processes."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}",
+           "--master_port", str(29500 + os.getpid() % 1000), str(script), *argv,
+           "--launcher", "pytorch"]
+    print("launching: " + " ".join(cmd), file=sys.stderr)
+    return subprocess.call(cmd)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    if args.gpus > 1 and args.launcher == "none":
+        import torch
+
+        if torch.cuda.device_count() < args.gpus:
+            raise InputError(f"--gpus {args.gpus} needs {args.gpus} visible CUDA GPUs, "
+                             f"found {torch.cuda.device_count()} (mmengine's DDP launcher "
+                             "is GPU-only; use --gpus 1 on the CPU)")
+        rc = relaunch_distributed(argv, args.gpus)
+        if rc:
+            raise SystemExit(rc)
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        train_stage(args)
+
+
+def train_stage(args: argparse.Namespace) -> None:
+    import torch
+
+    # our own checkpoints (mmengine's carry message-hub objects)
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import oidseg.mmdet_ext  # noqa: F401  (registers our components)
+    from mmengine.runner import Runner
+
+    _register_hook()
+    world_size = args.gpus if args.launcher == "pytorch" else 1
+    cfg = build_config(args, world_size)
+    info = cfg.pop("stage_info")
+    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    resume_from = latest_checkpoint(args.work_dir)
+    if resume_from:
+        done = checkpoint_iter(resume_from)
+        if done is not None and done > args.iters:
+            raise InputError(f"{resume_from}: checkpoint of iteration {done} is beyond --iters "
+                             f"{args.iters}; delete {args.work_dir} to restart this stage")
+        cfg.resume, cfg.load_from = True, resume_from
+    print(f"train: {args.config} iters={args.iters} lr={info['lr']:.6g} "
+          f"images/iter={info['images_per_iter']} warmup={info['warmup_iters']} "
+          f"classes={len(info['classes'])} aug={args.aug} skip={args.skip} "
+          f"device={'cuda' if torch.cuda.is_available() else 'cpu'} "
+          f"{'resume from ' + resume_from if resume_from else 'load from ' + str(cfg.load_from)}",
+          file=sys.stderr)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    if runner.rank == 0:
+        save_final(runner, args.out, info["classes"], cfg)
+        with atomic_path(args.log_jsonl) as tmp:
+            shutil.copyfile(Path(args.work_dir) / WORK_LOG, tmp)
+        print(f"train: wrote {args.out} and {args.log_jsonl}", file=sys.stderr)
