@@ -6,7 +6,6 @@ each in its own working directory so that nothing leaks between them.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -16,36 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def snakemake(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
-    # the rules call `python`: the one running the tests
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    """Parse the 'Job stats' table of a dry run."""
-    table = dry_run_output.split("Job stats:", 1)[1]
-    counts = {}
-    for line in table.splitlines()[3:]:
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not match:
-            break
-        if match[1] != "total":
-            counts[match[1]] = int(match[2])
-    return counts
+from wf import REPO, job_counts, new_workdir, snakemake
 
 
 @pytest.fixture()
 def workdir(tmp_path: Path) -> Path:
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    return tmp_path
+    return new_workdir(tmp_path)
 
 
 def test_default_dry_run_shows_the_whole_dag(workdir):

@@ -64,7 +64,9 @@ def _rcnn_train(iou):
 def _heads_and_sizes(n_classes):
     """Everything of the model but the backbone type, demo size."""
     return dict(
-        backbone=dict(depth=14, base_channels=16, init_cfg=None),
+        # random init: no stage is frozen (the full configs freeze the
+        # pretrained stem and first stage, frozen_stages=1)
+        backbone=dict(depth=14, base_channels=16, init_cfg=None, frozen_stages=-1),
         neck=dict(in_channels=[64, 128, 256, 512], out_channels=demo_channels),
         rpn_head=dict(in_channels=demo_channels, feat_channels=demo_channels),
         roi_head=dict(
