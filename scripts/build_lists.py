@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from oidseg.errors import InputError, atomic_path, load_pickle, run_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from oidseg.errors import InputError, atomic_path, load_pickle, run_cli  # noqa: E402
 from oidseg.rebalance import (
     PARAMS_BY_KIND,
     RebalancedList,

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from oidseg.errors import run_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from oidseg.errors import run_cli  # noqa: E402
 
 
 def parse_scale(text: str) -> tuple[int, int]:

@@ -11,18 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wf import job_counts, new_workdir, snakemake
+from conftest import TINY
+from wf import job_counts, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
-TINY = ("--configfile", "tiny.yaml")
 
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    workdir = new_workdir(tmp_path_factory.mktemp("e2e"), "tiny.yaml")
-    snakemake("--cores", "2", "all", *TINY, cwd=workdir, timeout=2400)
-    return workdir
+@pytest.fixture()
+def run(tiny_run) -> Path:
+    return tiny_run
 
 
 def test_submission_is_complete_and_valid(run):

@@ -273,3 +273,35 @@ def test_real_workflow_annotations_on_slurm(slurm_cluster: Cluster, tmp_path: Pa
         remote / "results", local / "results", sorted(expected), shallow=False
     )
     assert mismatch == [] and errors == [], f"SLURM and local results differ: {mismatch + errors}"
+
+
+@pytest.mark.workflow
+def test_post_processing_on_slurm(slurm_cluster: Cluster, tiny_run: Path, tmp_path: Path) -> None:
+    """The post-processing rules of a real tiny run go through sbatch and give
+    byte-identical files to the local run (inference outputs are reused: a
+    requested target whose intermediates exist does not rerun the GPU rules)."""
+    remote = tmp_path / "slurm_post"
+    remote.mkdir()
+    for name in ("config.yaml", "tiny.yaml"):
+        shutil.copy(tiny_run / name, remote / name)
+    for folder in ("data", "results"):
+        shutil.copytree(tiny_run / folder, remote / folder)  # copy2 keeps mtimes
+    shutil.rmtree(remote / "results/post")
+    for name in ("submission.csv", "submission.ok"):
+        (remote / "results" / name).unlink()
+    write_test_profile(remote, slurm_cluster)
+    args = ("--snakefile", str(REPO / "Snakefile"), "--configfile", "tiny.yaml")
+    log = check_ok(
+        snakemake(remote, *args, "--profile", "slurm", "--verbose", "submission", env=clean_env()),
+        "SLURM run of 'submission'",
+    )
+    shards = len(list((tiny_run / "results/post/test/merged").glob("*.csv")))
+    assert submitted_rule_counts(sbatch_calls(log)) == {
+        "convert": 2 * shards,
+        "expand_hierarchy": 2 * shards,
+        "merge": shards,
+        "combine": 1,
+        "validate_submission": 1,
+    }
+    for name in ("submission.csv", "submission.ok"):
+        assert filecmp.cmp(remote / "results" / name, tiny_run / "results" / name, shallow=False), name
