@@ -19,7 +19,10 @@ train_scale_single = (1333, 800)
 cutout_max_px = 64
 
 _load = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    # stored pixel order, no EXIF rotation: the pickles' width/height and the
+    # inference code read the JPEG header the same way
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation',
+         backend_args=backend_args),
     dict(type='LoadOIDAnnotations', with_bbox=True, with_mask=True),
 ]
 _pack = [
@@ -71,7 +74,8 @@ test_cfg = None
 
 # single-scale test pipeline (SPEC section 6 TTA is the inference module's job)
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation',
+         backend_args=backend_args),
     dict(type='Resize', scale=(1333, 800), keep_ratio=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',

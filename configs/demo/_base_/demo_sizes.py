@@ -101,7 +101,8 @@ demo_train_scale_single = (256, round(800 * demo_scale))
 demo_cutout_max_px = round(64 * demo_scale)
 
 _load = [
-    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation',
+         backend_args=None),
     dict(type='LoadOIDAnnotations', with_bbox=True, with_mask=True),
 ]
 _pack = [dict(type='RandomFlip', prob=0.5), dict(type='PackDetInputs')]
@@ -121,7 +122,8 @@ demo_train_pipelines = dict(
     photometric=_load + _photometric + _multiscale + _pack,
 )
 demo_test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation',
+         backend_args=None),
     dict(type='Resize', scale=demo_train_scale_single, keep_ratio=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
