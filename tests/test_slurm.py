@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from wf import job_counts
+
 REPO = Path(__file__).resolve().parent.parent
 START_SCRIPT = REPO / "ci" / "start_slurm.sh"
 REPO_PROFILE = REPO / "slurm" / "config.yaml"
@@ -124,19 +126,6 @@ def submitted_rule_counts(calls: list[str]) -> dict[str, int]:
         match = re.search(r"--comment '?rule_(\w+?)(?:_wildcards_\S*?)?'?(?:\s|$)", call)
         assert match, f"no rule name in: {call}"
         counts[match[1]] = counts.get(match[1], 0) + 1
-    return counts
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Jobs per rule from the 'Job stats' table that snakemake prints first."""
-    table = output.split("Job stats:", 1)[1]
-    counts: dict[str, int] = {}
-    for line in table.splitlines()[3:]:
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not match:
-            break
-        if match[1] != "total":
-            counts[match[1]] = int(match[2])
     return counts
 
 

@@ -5,16 +5,5 @@ _base_ = [
     '../_base_/oid_instance.py',
     '../_base_/schedule_sgd_iter.py',
 ]
-model = dict(
-    backbone=dict(
-        type='ResNeXt',
-        depth=101,
-        groups=64,
-        base_width=4,
-        num_stages=4,
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=True,
-        style='pytorch',
-        init_cfg=None))
+# The base model is ResNet-101 with its stages and norms: L1 swaps in ResNeXt.
+model = dict(backbone=dict(type='ResNeXt', groups=64, base_width=4))

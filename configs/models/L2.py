@@ -9,15 +9,6 @@ _base_ = [
 ]
 model = dict(
     backbone=dict(
-        type='ResNet',
-        depth=101,
-        num_stages=4,
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=True,
-        style='pytorch',
         # 'DCN' in mmcv 2.x is ModulatedDeformConv2dPack (DCNv2)
         dcn=dict(type='DCN', deform_groups=1, fallback_on_stride=False),
-        stage_with_dcn=(False, True, True, True),
-        init_cfg=None))
+        stage_with_dcn=(False, True, True, True)))
