@@ -73,3 +73,13 @@ def test_rerun_has_nothing_to_do_and_report_builds(run):
     snakemake("--report", "report.html", *TINY, cwd=run)
     html = (run / "report.html").read_text(errors="replace")
     assert "summary.csv" in html and "loss_curves.png" in html
+
+
+def test_rerunning_one_shard_touches_only_its_descendants(run):
+    proc = snakemake("-n", "--cores", "2", "all", "--forcerun", "results/inference/leaf/test/01.pkl", *TINY, cwd=run)
+    counts = job_counts(proc.stdout)
+    assert counts.pop("infer") == 1 and "train" not in counts
+    # the shard's own convert/expand/merge, then the test submission and its check
+    assert counts == {
+        "convert": 1, "expand_hierarchy": 1, "merge": 1, "combine": 1, "validate_submission": 1, "all": 1,
+    }
