@@ -50,7 +50,8 @@ def test_sigkill_during_training_then_rerun_resumes(workdir):
         "      - {lr_factor: 0.02, list: parent, iters: 2, aug: photometric}\n"
         "training: {checkpoint_interval: 4}\n"
     )
-    args = ("--cores", "2", "results/models/P1/stage1.pth", *TINY, "--configfile", "longer.yaml")
+    # several config files go after ONE --configfile (a second flag replaces the first)
+    args = ("--cores", "2", "results/models/P1/stage1.pth", *TINY, "longer.yaml")
     snakemake(*args, "--until", "build_list", cwd=workdir)  # the inputs, quickly
     work = workdir / "work/P1/stage1"
     proc = start(workdir, *args)
@@ -68,11 +69,22 @@ def test_sigkill_during_training_then_rerun_resumes(workdir):
 
 def test_sigkill_during_inference_reruns_only_unfinished_shards(workdir):
     (workdir / "shards.yaml").write_text("annotations: {n_shards: 6}\ndemo: {n_test: 12}\n")
-    args = ("--cores", "1", "infer_parent", *TINY, "--configfile", "shards.yaml")
-    snakemake(*args, "--until", "train", cwd=workdir)
+    args = ("--cores", "1", "infer_parent", *TINY, "shards.yaml")
+    # everything but the inference first (--until train trips Snakemake on
+    # the self-chained train rule: snakemake/snakemake#823)
+    snakemake("--cores", "2", "train_P1", "annotations", *TINY, "shards.yaml", cwd=workdir)
     out = workdir / "results/inference/parent/test"
     proc = start(workdir, *args)
-    kill_when(proc, lambda: out.is_dir() and len(list(out.glob("*.pkl"))) >= 2)
+    logs = workdir / "logs/infer"
+
+    def next_shard_running() -> bool:
+        # with --cores 1 the next job starts only once the controller has
+        # recorded the previous one as complete: kill while it runs
+        done = len(list(out.glob("*.pkl"))) if out.is_dir() else 0
+        started = len(list(logs.glob("parent_test_*.log"))) if logs.is_dir() else 0
+        return done >= 2 and started == done + 1
+
+    kill_when(proc, next_shard_running)
     done = sorted(p.stem for p in out.glob("*.pkl"))
     assert 2 <= len(done) < 6
     snakemake("--unlock", *args, cwd=workdir)
