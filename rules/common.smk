@@ -163,7 +163,8 @@ def train_args(wildcards, input):
         f"--aug {spec['aug']}",
         f"--skip {consumed_entries(wildcards.model, wildcards.stage)}",
         f"--images-per-gpu {train['images_per_gpu']}",
-        f"--gpus {model['gpus']}",
+        # processes: gpus: 0 (a CPU-only run or cluster) trains in one process
+        f"--gpus {max(1, model['gpus'])}",
         f"--checkpoint-interval {train['checkpoint_interval']}",
         f"--seed {train['seed']}",
         f"--load-from {input.prev}" if input.prev else "--load-from none",

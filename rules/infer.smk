@@ -17,7 +17,7 @@ rule infer:
         "../envs/mmdet.yaml"
     threads: config["inference"]["threads"]
     resources:
-        gpu=1,
+        gpu=config["inference"]["gpus"],
         mem_mb=lambda w, attempt: 16000 * attempt,
         runtime=config["inference"]["runtime"],
     params:
