@@ -59,10 +59,6 @@ def script(name):
     return os.path.join(workflow.basedir, "scripts", name)
 
 
-def log_path(rule_name, *parts):
-    return os.path.join("logs", rule_name, "_".join(parts) + ".log")
-
-
 # ---------------------------------------------------------------- training --
 def stage_spec(model, stage):
     return config["models"][model]["stages"][int(stage) - 1]
