@@ -13,10 +13,10 @@ rule extract_masks:
         "../envs/annotations.yaml"
     params:
         script=script("extract_masks.py"),
-        out_dir=lambda w, output: output[0][: -len(".done")],
+        out_dir=lambda w: f"{ANN}/masks/{w.mask_split}",
     shell:
-        "python {params.script} --zips {input} --out-dir {params.out_dir}"
-        " --flag {output} 2> {log}"
+        "exec python {params.script:q} --zips {input:q} --out-dir {params.out_dir:q}"
+        " --flag {output:q} 2> {log:q}"
 
 
 rule annotation_classes:
@@ -32,8 +32,8 @@ rule annotation_classes:
     params:
         script=script("build_annotations.py"),
     shell:
-        "python {params.script} classes --hierarchy {input.hierarchy}"
-        " --classes {input.classes} --out {output} 2> {log}"
+        "exec python {params.script:q} classes --hierarchy {input.hierarchy:q}"
+        " --classes {input.classes:q} --out {output:q} 2> {log:q}"
 
 
 rule heldout_split:
@@ -53,10 +53,10 @@ rule heldout_split:
         seed=config["annotations"]["heldout_val"]["seed"],
         drop=config["annotations"]["drop_images"],
     shell:
-        "python {params.script} heldout --hierarchy {input.hierarchy}"
-        " --classes {input.classes} --val-masks {input.val_masks}"
-        " --size {params.size} --seed {params.seed} --drop-images {params.drop}"
-        " --out {output} 2> {log}"
+        "exec python {params.script:q} heldout --hierarchy {input.hierarchy:q}"
+        " --classes {input.classes:q} --val-masks {input.val_masks:q}"
+        " --size {params.size:q} --seed {params.seed:q} --drop-images {params.drop:q}"
+        " --out {output:q} 2> {log:q}"
 
 
 rule train_sets:
@@ -81,23 +81,22 @@ rule train_sets:
     params:
         script=script("build_annotations.py"),
         images=lambda w: {s: image_dir(s) for s in MASK_ZIP_PREFIX},
-        masks=lambda w, input: {
-            s: flag[: -len(".done")]
-            for s, flag in zip(MASK_ZIP_PREFIX, input.mask_flags)
-        },
+        masks={s: f"{ANN}/masks/{s}" for s in MASK_ZIP_PREFIX},
         drop=config["annotations"]["drop_images"],
         png_check=config["annotations"]["png_check"],
     shell:
-        "python {params.script} train --hierarchy {input.hierarchy} --classes {input.classes}"
-        " --train-masks {input.train_masks} --train-images {params.images[train]}"
-        " --train-mask-dir {params.masks[train]}"
-        " --val-masks {input.val_masks} --val-images {params.images[validation]}"
-        " --val-mask-dir {params.masks[validation]}"
-        " --v5test-masks {input.v5test_masks} --v5test-images {params.images[v5test]}"
-        " --v5test-mask-dir {params.masks[v5test]}"
-        " --heldout {input.heldout} --drop-images {params.drop}"
-        " --png-check {params.png_check}"
-        " --leaf-out {output.leaf} --parent-out {output.parent} 2> {log}"
+        "exec python {params.script:q} train --hierarchy {input.hierarchy:q}"
+        " --classes {input.classes:q}"
+        " --train-masks {input.train_masks:q} --train-images {params.images[train]:q}"
+        " --train-mask-dir {params.masks[train]:q}"
+        " --val-masks {input.val_masks:q} --val-images {params.images[validation]:q}"
+        " --val-mask-dir {params.masks[validation]:q}"
+        " --v5test-masks {input.v5test_masks:q}"
+        " --v5test-images {params.images[v5test]:q}"
+        " --v5test-mask-dir {params.masks[v5test]:q}"
+        " --heldout {input.heldout:q} --drop-images {params.drop:q}"
+        " --png-check {params.png_check:q}"
+        " --leaf-out {output.leaf:q} --parent-out {output.parent:q} 2> {log:q}"
 
 
 rule val_images:
@@ -116,9 +115,9 @@ rule val_images:
         script=script("build_annotations.py"),
         images=lambda w: image_dir("validation"),
     shell:
-        "python {params.script} images --hierarchy {input.hierarchy}"
-        " --classes {input.classes} --list {input.heldout} --image-dir {params.images}"
-        " --source validation --out {output} 2> {log}"
+        "exec python {params.script:q} images --hierarchy {input.hierarchy:q}"
+        " --classes {input.classes:q} --list {input.heldout:q}"
+        " --image-dir {params.images:q} --source validation --out {output:q} 2> {log:q}"
 
 
 rule test_shards:
@@ -137,9 +136,9 @@ rule test_shards:
         script=script("build_annotations.py"),
         images=lambda w: image_dir("test"),
     shell:
-        "python {params.script} images --hierarchy {input.hierarchy}"
-        " --classes {input.classes} --list {input.test_list} --image-dir {params.images}"
-        " --source test --out {output} 2> {log}"
+        "exec python {params.script:q} images --hierarchy {input.hierarchy:q}"
+        " --classes {input.classes:q} --list {input.test_list:q}"
+        " --image-dir {params.images:q} --source test --out {output:q} 2> {log:q}"
 
 
 rule build_list:
@@ -156,13 +155,13 @@ rule build_list:
         "../envs/annotations.yaml"
     params:
         script=script("build_lists.py"),
-        settings=lambda w: " ".join(
-            f"--param {k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+        settings=lambda w: [
+            f"--param={k}={','.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in config["rebalance"].get(w.list_kind, {}).items()
-        ),
+        ],
     shell:
-        "python {params.script} --ann {input.ann} --kind {wildcards.list_kind}"
-        " --classes-json {input.classes} {params.settings} --out {output} 2> {log}"
+        "exec python {params.script:q} --ann {input.ann:q} --kind {wildcards.list_kind:q}"
+        " --classes-json {input.classes:q} {params.settings:q} --out {output:q} 2> {log:q}"
 
 
 rule annotations:

@@ -147,28 +147,31 @@ def stage_list(wildcards):
     return f"{ANN}/lists/{stage_spec(wildcards.model, wildcards.stage)['list']}.npy"
 
 
-def train_args(wildcards, input):
+def train_args(wildcards):
+    """The stage's arguments as a list of tokens (quoted one by one in the
+    shell command). A function of the wildcards only, so that Snakemake
+    records it and a changed setting reruns the job (SPEC section 5)."""
     spec = stage_spec(wildcards.model, wildcards.stage)
     model = config["models"][wildcards.model]
     train = config["training"]
     pretrained = model.get("pretrained") if wildcards.stage == "1" else None
     args = [
-        f"--config {os.path.join(workflow.basedir, model['config'])}",
-        f"--iters {spec['iters']}",
-        f"--lr-factor {spec['lr_factor']}",
-        f"--aug {spec['aug']}",
-        f"--skip {consumed_entries(wildcards.model, wildcards.stage)}",
-        f"--images-per-gpu {train['images_per_gpu']}",
+        *("--config", os.path.join(workflow.basedir, model["config"])),
+        *("--iters", spec["iters"]),
+        *("--lr-factor", spec["lr_factor"]),
+        *("--aug", spec["aug"]),
+        *("--skip", consumed_entries(wildcards.model, wildcards.stage)),
+        *("--images-per-gpu", train["images_per_gpu"]),
         # processes: gpus: 0 (a CPU-only run or cluster) trains in one process
-        f"--gpus {max(1, model['gpus'])}",
-        f"--checkpoint-interval {train['checkpoint_interval']}",
-        f"--seed {train['seed']}",
-        f"--load-from {input.prev}" if input.prev else "--load-from none",
-        f"--pretrained {pretrained}" if pretrained else "--pretrained none",
+        *("--gpus", max(1, model["gpus"])),
+        *("--checkpoint-interval", train["checkpoint_interval"]),
+        *("--seed", train["seed"]),
+        *("--load-from", previous_stage(wildcards) or "none"),
+        *("--pretrained", pretrained or "none"),
     ]
     if train["amp"]:
         args.append("--amp")
-    return " ".join(args)
+    return [str(a) for a in args]
 
 
 def trained_models(models):
@@ -179,28 +182,29 @@ def ensemble_checkpoints(wildcards):
     return [final_checkpoint(m) for m in ensemble_models(wildcards.ensemble)]
 
 
-def infer_args(wildcards, input):
+def infer_args(wildcards):
+    """The inference job's arguments as a list of tokens; a function of the
+    wildcards only, so that Snakemake records it (SPEC section 6)."""
     inf = config["inference"]
-    models = ensemble_models(wildcards.ensemble)
-    pairs = [
-        f"--model {os.path.join(workflow.basedir, config['models'][m]['config'])} {ckpt}"
-        for m, ckpt in zip(models, input.ckpts)
-    ]
+    args = []
+    for m in ensemble_models(wildcards.ensemble):
+        config_path = os.path.join(workflow.basedir, config["models"][m]["config"])
+        args += ["--model", config_path, final_checkpoint(m)]
     if is_single_model(wildcards.ensemble):
         scales, flip = [inf["single_model_scale"]], False
     else:
         scales, flip = inf["scales"], inf["flip"]
-    return " ".join(
-        [
-            *pairs,
-            "--scales " + " ".join(f"{w}x{h}" for w, h in scales),
-            "--flip" if flip else "--no-flip",
-            f"--score-thr {inf['score_thr']} --nms-iou {inf['nms_iou']}",
-            f"--max-per-img {max_per_img(wildcards.split, wildcards.shard)}",
-            f"--mask-thr {inf['mask_thr']}",
-            f"--rpn-nms {inf['rpn_nms']} --rpn-max {inf['rpn_max']}",
-        ]
-    )
+    args += ["--scales", *(f"{w}x{h}" for w, h in scales)]
+    args += [
+        "--flip" if flip else "--no-flip",
+        *("--score-thr", inf["score_thr"]),
+        *("--nms-iou", inf["nms_iou"]),
+        *("--max-per-img", max_per_img(wildcards.split, wildcards.shard)),
+        *("--mask-thr", inf["mask_thr"]),
+        *("--rpn-nms", inf["rpn_nms"]),
+        *("--rpn-max", inf["rpn_max"]),
+    ]
+    return [str(a) for a in args]
 
 
 def download_targets():
@@ -209,8 +213,8 @@ def download_targets():
     return files + zips
 
 
-def download_url(wildcards, output):
-    name = os.path.basename(output[0])
+def download_url(wildcards):
+    name = os.path.basename(wildcards.path)
     urls = config["download"]["urls"]
     if name in urls:
         return urls[name]

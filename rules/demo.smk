@@ -17,8 +17,10 @@ if config["dataset"] == "demo":
             out_dir=lambda w, output: os.path.dirname(output[0]),
             demo=config["demo"],
         shell:
-            "python {params.script} --out-dir {params.out_dir} --seed {params.demo[seed]}"
-            " --n-train {params.demo[n_train]} --n-validation {params.demo[n_validation]}"
-            " --n-v5test {params.demo[n_v5test]} --n-test {params.demo[n_test]}"
-            " --min-side {params.demo[min_side]} --max-side {params.demo[max_side]}"
-            " 2> {log}"
+            "exec python {params.script:q} --out-dir {params.out_dir:q}"
+            " --seed {params.demo[seed]:q}"
+            " --n-train {params.demo[n_train]:q}"
+            " --n-validation {params.demo[n_validation]:q}"
+            " --n-v5test {params.demo[n_v5test]:q} --n-test {params.demo[n_test]:q}"
+            " --min-side {params.demo[min_side]:q} --max-side {params.demo[max_side]:q}"
+            " 2> {log:q}"

@@ -22,7 +22,7 @@ if config["dataset"] == "openimages":
             script=script("download.py"),
             url=download_url,
         shell:
-            "python {params.script} --url {params.url} --out {output} 2> {log}"
+            "exec python {params.script:q} --url {params.url:q} --out {output:q} 2> {log:q}"
 
 
 rule download:

@@ -57,12 +57,13 @@ rule score:
         mask_dir=lambda w, input: input.masks[: -len(".done")],
         images=lambda w: os.path.join(config["raw"]["images"], "validation"),
     shell:
-        "python {params.script} --submission {input.submission} --name {wildcards.entry}"
-        " --hierarchy {input.hierarchy} --classes {input.classes}"
-        " --masks-csv {input.masks_csv} --bbox-csv {input.bbox_csv}"
-        " --labels-csv {input.labels_csv} --masks {params.mask_dir}"
-        " --images {params.images} --image-ids {input.image_ids}"
-        " --out-json {output.json} --out-csv {output.csv} 2> {log}"
+        "exec python {params.script:q} --submission {input.submission:q}"
+        " --name {wildcards.entry:q}"
+        " --hierarchy {input.hierarchy:q} --classes {input.classes:q}"
+        " --masks-csv {input.masks_csv:q} --bbox-csv {input.bbox_csv:q}"
+        " --labels-csv {input.labels_csv:q} --masks {params.mask_dir:q}"
+        " --images {params.images:q} --image-ids {input.image_ids:q}"
+        " --out-json {output.json:q} --out-csv {output.csv:q} 2> {log:q}"
 
 
 rule summarize_scores:
@@ -82,8 +83,8 @@ rule summarize_scores:
         script=script("summarize_scores.py"),
         descriptions=json.dumps({k: v[1] for k, v in EVAL_ENTRIES.items()}),
     shell:
-        "python {params.script} --descriptions {params.descriptions:q} --out {output}"
-        " {input} 2> {log}"
+        "exec python {params.script:q} --descriptions {params.descriptions:q}"
+        " --out {output:q} {input:q} 2> {log:q}"
 
 
 rule plot_report:
@@ -114,8 +115,9 @@ rule plot_report:
     params:
         script=script("plot_report.py"),
     shell:
-        "python {params.script} --per-class {input.per_class} --logs {input.logs}"
-        " --out-ap {output.ap} --out-loss {output.loss} 2> {log}"
+        "exec python {params.script:q} --per-class {input.per_class:q}"
+        " --logs {input.logs:q} --out-ap {output.ap:q} --out-loss {output.loss:q}"
+        " 2> {log:q}"
 
 
 rule evaluate:

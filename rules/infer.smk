@@ -25,9 +25,9 @@ rule infer:
         gpu_wrapper=script("with_gpus.py"),
         args=infer_args,
     shell:
-        "python {params.gpu_wrapper} --gpus {resources.gpu} --"
-        " python {params.script} {params.args} --threads {threads}"
-        " --images {input.images} --out {output} 2> {log}"
+        "exec python {params.gpu_wrapper:q} --gpus {resources.gpu} --"
+        " python {params.script:q} {params.args:q} --threads {threads}"
+        " --images {input.images:q} --out {output:q} 2> {log:q}"
 
 
 rule infer_leaf:

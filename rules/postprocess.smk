@@ -14,7 +14,7 @@ rule convert:
     params:
         script=script("convert.py"),
     shell:
-        "python {params.script} --detections {input} --out {output} 2> {log}"
+        "exec python {params.script:q} --detections {input:q} --out {output:q} 2> {log:q}"
 
 
 rule expand_hierarchy:
@@ -33,8 +33,9 @@ rule expand_hierarchy:
         parents_only=lambda w: "--parents-only" if w.ensemble == "leaf" else "",
         score_thr=config["postprocess"]["expand_score_thr"],
     shell:
-        "python {params.script} --input {input.csv} --classes-json {input.classes}"
-        " {params.parents_only} --score-thr {params.score_thr} --out {output} 2> {log}"
+        "exec python {params.script:q} --input {input.csv:q}"
+        " --classes-json {input.classes:q} {params.parents_only}"
+        " --score-thr {params.score_thr:q} --out {output:q} 2> {log:q}"
 
 
 rule merge:
@@ -52,8 +53,9 @@ rule merge:
         iou=config["postprocess"]["merge_iou"],
         score_thr=config["postprocess"]["merge_score_thr"],
     shell:
-        "python {params.script} --inputs {input.leaf} {input.parent} --iou {params.iou}"
-        " --score-thr {params.score_thr} --out {output} 2> {log}"
+        "exec python {params.script:q} --inputs {input.leaf:q} {input.parent:q}"
+        " --iou {params.iou:q} --score-thr {params.score_thr:q} --out {output:q}"
+        " 2> {log:q}"
 
 
 rule combine:
@@ -80,8 +82,8 @@ rule combine:
     params:
         script=script("combine.py"),
     shell:
-        "python {params.script} --image-list {input.image_list} --leaf {input.leaf}"
-        " --merged {input.merged} --out {output} 2> {log}"
+        "exec python {params.script:q} --image-list {input.image_list:q}"
+        " --leaf {input.leaf:q} --merged {input.merged:q} --out {output:q} 2> {log:q}"
 
 
 rule validate_submission:
@@ -100,9 +102,9 @@ rule validate_submission:
     params:
         script=script("validate_submission.py"),
     shell:
-        "python {params.script} --submission {input.submission}"
-        " --image-list {input.image_list} --classes-json {input.classes}"
-        " --out {output} 2> {log}"
+        "exec python {params.script:q} --submission {input.submission:q}"
+        " --image-list {input.image_list:q} --classes-json {input.classes:q}"
+        " --out {output:q} 2> {log:q}"
 
 
 rule submission:

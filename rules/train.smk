@@ -30,10 +30,10 @@ rule train:
         # or killed job keeps them and the rerun resumes from the latest one
         work_dir="work/{model}/stage{stage}",
     shell:
-        "python {params.gpu_wrapper} --gpus {resources.gpu} --"
-        " python {params.script} {params.args} --threads {threads}"
-        " --ann {input.ann} --order {input.order} --work-dir {params.work_dir}"
-        " --out {output.ckpt} --log-jsonl {output.log} 2> {log}"
+        "exec python {params.gpu_wrapper:q} --gpus {resources.gpu} --"
+        " python {params.script:q} {params.args:q} --threads {threads}"
+        " --ann {input.ann:q} --order {input.order:q} --work-dir {params.work_dir:q}"
+        " --out {output.ckpt:q} --log-jsonl {output.log:q} 2> {log:q}"
 
 
 rule train_all:
