@@ -18,15 +18,11 @@ install: $(STAMP)
 
 # torch first (a local CPU wheel where the machine has one), then mmcv 2.1.0 built
 # with its C++ ops against that torch (no build isolation; ~11 min the first time,
-# pip caches the wheel), then the package with everything else.
+# pip caches the wheel), then the package with everything else. ci/install.sh
+# announces each step with its expected time and prints a line a minute
+# during the long ones.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q 'setuptools<81' wheel ninja
-	MMCV_WITH_OPS=1 FORCE_CUDA=$${FORCE_CUDA:-0} MAX_JOBS=$${MAX_JOBS:-2} \
-	  $(PIP) install -q --no-build-isolation mmcv==2.1.0
-	$(PIP) install -q -e '.[test]'
+	@PYTHON='$(PYTHON)' VENV='$(VENV)' bash ci/install.sh
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -13,9 +13,11 @@ include: "rules/demo.smk"
 include: "rules/download.smk"
 include: "rules/annotations.smk"
 include: "rules/train.smk"
+include: "rules/released.smk"
 include: "rules/infer.smk"
 include: "rules/postprocess.smk"
 include: "rules/evaluate.smk"
+include: "rules/visualize.smk"
 
 
 report: "report/workflow.rst"
@@ -26,3 +28,4 @@ rule all:
     input:
         rules.submission.input,
         rules.evaluate.input,
+        rules.figures.input,

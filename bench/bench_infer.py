@@ -2,7 +2,7 @@
 
 CPU: a demo-size leaf ensemble (3 models x 4 augmentations = 12 runs per
 image): configs/demo/{L1,L2,L3}.py when present, else the tiny inline
-ResNet-18 config of :func:`oidseg.infer.tiny_cascade_config`; demo scales
+ResNet-18 config of ``tests/tiny_model.py``; demo scales
 256x154 and 307x184 (the full scales x 256/1333), with flip.
 GPU (when one is visible): the full-size leaf ensemble configs/models/{L1,L2,L3}.py
 (275 classes) at 1333x800 and 1600x960 with flip.
@@ -41,7 +41,10 @@ def build_models(configs: list[Path] | None, num_classes: int, device: str) -> l
     from mmengine.registry import init_default_scope
     from mmdet.registry import MODELS
 
-    from oidseg.infer import build_model_from_config, tiny_cascade_config
+    from oidseg.infer import build_model_from_config
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_model import tiny_cascade_config
 
     models = []
     for i in range(3):

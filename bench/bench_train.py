@@ -46,7 +46,8 @@ def measure(config: str, data_dir: str, iters: int, warmup: int, device: str,
 
     import oidseg.mmdet_ext  # noqa: F401
     from mmdet.registry import DATASETS, MODELS as MODEL_REGISTRY
-    from oidseg.train import build_config, build_parser, set_num_classes
+    from oidseg.mmdet_ext.model_cfg import set_num_classes
+    from oidseg.train import build_config, build_parser
 
     init_default_scope("mmdet")
     args = build_parser().parse_args([

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -14,15 +16,47 @@ class InputError(Exception):
     """Bad input: the message names the file, the row or ID, and the problem."""
 
 
+#: when this module was imported: temporary files older than this were left
+#: by other (earlier, killed) processes
+_STARTED = time.time()
+#: ``tempfile.mkstemp``'s random part: 8 characters of this alphabet
+_TMP_RANDOM = "[a-z0-9_]{8}"
+
+
+def remove_stale_tmp(path: str | Path) -> list[Path]:
+    """Remove the temporary files ``.NAME.XXXXXXXX.tmp`` of ``path`` (NAME its
+    file name) that :func:`atomic_path` of an earlier process left behind when
+    it was killed; files modified since this process started are kept.
+    Returns the removed paths."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{_TMP_RANDOM}\.tmp")
+    prefix = f".{path.name}."
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and pattern.fullmatch(entry.name)):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < _STARTED:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is untouched,
-    so an output is never half-written.
+    so an output is never half-written. Temporary files of ``path`` that a
+    killed earlier job left behind are removed first (:func:`remove_stale_tmp`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -37,6 +71,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def read_utf8_text(path: str | Path, kind: str = "file") -> str:
+    """The text of a UTF-8 file (a leading byte-order mark is dropped).
+    A missing file or bytes that are not UTF-8 raise :class:`InputError`
+    naming the file and, for bad bytes, the byte offset."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {kind} ({exc})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(
+            f"{path}: {kind} is not UTF-8 text: byte {data[exc.start]:#04x} at byte offset "
+            f"{exc.start} (line {line})"
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

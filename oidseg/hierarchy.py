@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oidseg.errors import InputError
+from oidseg.errors import InputError, read_utf8_text
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,7 @@ def read_class_descriptions(path: str | Path) -> dict[str, str]:
     """Read the header-less `MID,DisplayName` CSV, keeping file order."""
     path = Path(path)
     names: dict[str, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read class descriptions ({exc})") from exc
+    text = read_utf8_text(path, "class descriptions")
     if not text.strip():
         raise InputError(f"{path}: file is empty")
     for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
@@ -99,21 +96,27 @@ def read_class_descriptions(path: str | Path) -> dict[str, str]:
     return names
 
 
-def load_hierarchy(hierarchy_json: str | Path, class_csv: str | Path) -> Hierarchy:
-    """Build a :class:`Hierarchy` from the official JSON and description CSV."""
-    hierarchy_json = Path(hierarchy_json)
-    names = read_class_descriptions(class_csv)
+def _read_tree(hierarchy_json: Path, class_csv: Path, names: dict[str, str]
+               ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Parents and children of every MID of the JSON tree (the root left out)."""
+    text = read_utf8_text(hierarchy_json, "hierarchy JSON")
     try:
-        root = json.loads(hierarchy_json.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        root = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise InputError(f"{hierarchy_json}: cannot read hierarchy JSON ({exc})") from exc
-    if not isinstance(root, dict) or "LabelName" not in root:
+    except RecursionError:
+        raise InputError(f"{hierarchy_json}: hierarchy JSON is nested too deeply") from None
+    if not isinstance(root, dict) or not isinstance(root.get("LabelName"), str):
         raise InputError(f"{hierarchy_json}: root node has no 'LabelName'")
-
+    root_mid = root["LabelName"]
     parents: dict[str, list[str]] = {}
     children: dict[str, list[str]] = {}
-
-    def walk(node: dict, parent: str | None) -> None:
+    # depth-first, children in file order (an explicit stack: no recursion limit)
+    stack: list[tuple[object, str | None]] = [(root, None)]
+    while stack:
+        node, parent = stack.pop()
+        if not isinstance(node, dict):
+            raise InputError(f"{hierarchy_json}: a node under {parent} is not an object")
         mid = node.get("LabelName")
         if not isinstance(mid, str):
             raise InputError(f"{hierarchy_json}: node without LabelName under {parent}")
@@ -123,31 +126,70 @@ def load_hierarchy(hierarchy_json: str | Path, class_csv: str | Path) -> Hierarc
                     f"{hierarchy_json}: unknown MID {mid} (not in {class_csv})"
                 )
             plist = parents.setdefault(mid, [])
-            if parent != root["LabelName"] and parent not in plist:
+            if parent != root_mid and parent not in plist:
                 plist.append(parent)
                 kids = children.setdefault(parent, [])
                 if mid not in kids:
                     kids.append(mid)
-        for child in node.get("Subcategory", []) or []:
-            walk(child, mid)
+        subs = node.get("Subcategory", []) or []
+        if not isinstance(subs, list):
+            raise InputError(f"{hierarchy_json}: 'Subcategory' of {mid} is not a list")
+        stack.extend((child, mid) for child in reversed(subs))
+    return parents, children
 
-    walk(root, None)
+
+def _parents_first(parents: dict[str, list[str]], mids: list[str], source: Path) -> list[str]:
+    """Every MID after all of its parents; a cycle raises :class:`InputError`
+    naming its MIDs."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    order: list[str] = []
+    for start in mids:
+        if state.get(start):
+            continue
+        path = [start]
+        todo = [iter(parents.get(start, ()))]
+        state[start] = 1
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                todo.pop()
+                done = path.pop()
+                state[done] = 2
+                order.append(done)
+            elif state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                raise InputError(
+                    f"{source}: the hierarchy has a cycle: "
+                    + " -> ".join(cycle[::-1])
+                    + " (each MID a subcategory of the one before)"
+                )
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(iter(parents.get(nxt, ())))
+    return order
+
+
+def load_hierarchy(hierarchy_json: str | Path, class_csv: str | Path) -> Hierarchy:
+    """Build a :class:`Hierarchy` from the official JSON and description CSV."""
+    hierarchy_json, class_csv = Path(hierarchy_json), Path(class_csv)
+    names = read_class_descriptions(class_csv)
+    parents, children = _read_tree(hierarchy_json, class_csv, names)
     missing = [m for m in names if m not in parents]
     if missing:
         raise InputError(
             f"{class_csv}: {len(missing)} classes absent from {hierarchy_json}, "
             f"first {missing[0]}"
         )
-
-    def up(mid: str) -> list[str]:
-        out: list[str] = []
+    # ancestors: each parent, then its ancestors, depth first, without repeats
+    ancestors: dict[str, tuple[str, ...]] = {}
+    for mid in _parents_first(parents, list(names), hierarchy_json):
+        out: dict[str, None] = {}
         for p in parents.get(mid, ()):
-            for a in [p, *up(p)]:
-                if a not in out:
-                    out.append(a)
-        return out
-
-    ancestors = {m: tuple(up(m)) for m in names}
+            out[p] = None
+            out.update(dict.fromkeys(ancestors[p]))
+        ancestors[mid] = tuple(out)
+    ancestors = {m: ancestors[m] for m in names}
     descendants: dict[str, list[str]] = {m: [] for m in names}
     for m in names:
         for a in ancestors[m]:

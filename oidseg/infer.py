@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -103,15 +103,12 @@ def read_image(rec: ImageRecord) -> np.ndarray:
 
 
 def load_checkpoint_file(path: str | Path) -> dict:
-    """An mmengine checkpoint (our own trusted file) with ``state_dict`` and
-    ``meta.dataset_meta.classes``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint is missing")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise InputError(f"{path}: checkpoint is truncated or corrupt ({exc})") from exc
+    """A model checkpoint with ``state_dict`` and ``meta.dataset_meta.classes``,
+    read weights-only (:func:`oidseg.checkpoints.load_checkpoint`: a file
+    that would run code on load is refused)."""
+    from oidseg.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(path, kind="checkpoint")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise InputError(f"{path}: checkpoint has no 'state_dict'")
     return ckpt
@@ -124,24 +121,14 @@ def checkpoint_classes(ckpt: dict, path: str | Path) -> list[str]:
     return [str(c) for c in classes]
 
 
-def set_num_classes(model_cfg: Any, num_classes: int) -> None:
-    """Override ``num_classes`` of every bbox and mask head of a (Cascade)
-    RoI head config in place."""
-    roi_head = model_cfg["roi_head"]
-    for key in ("bbox_head", "mask_head"):
-        heads = roi_head.get(key)
-        if heads is None:
-            continue
-        for head in heads if isinstance(heads, (list, tuple)) else [heads]:
-            head["num_classes"] = num_classes
-
-
 def build_model_from_config(config_path: str | Path, num_classes: int) -> torch.nn.Module:
     """Build (randomly initialised, no pretrained download) the detector of
     an mmdet config file, every head's ``num_classes`` overridden."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmdet.registry import MODELS
+
+    from oidseg.mmdet_ext.model_cfg import set_num_classes
 
     config_path = Path(config_path)
     if not config_path.is_file():
@@ -160,14 +147,10 @@ def build_model_from_config(config_path: str | Path, num_classes: int) -> torch.
 def build_detector(config_path: str | Path, ckpt: dict, ckpt_path: str | Path, num_classes: int) -> torch.nn.Module:
     """Build a detector from an mmdet config file and load a checkpoint's
     weights strictly (mmdet ``init_detector`` without the pretrained init)."""
+    from oidseg.checkpoints import fit_state_dict, state_dict_of
+
     model = build_model_from_config(config_path, num_classes)
-    state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise InputError(
-            f"{ckpt_path}: weights do not fit {config_path} "
-            f"(missing {list(result.missing_keys)[:5]}, unexpected {list(result.unexpected_keys)[:5]})"
-        )
+    fit_state_dict(model, state_dict_of(ckpt, ckpt_path), ckpt_path, what=str(config_path))
     return model.eval()
 
 
@@ -224,54 +207,3 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is visible")
     return name
-
-
-def tiny_cascade_config(num_classes: int = 3) -> Any:
-    """A tiny Cascade Mask R-CNN config of mmdet's own components (ResNet-18
-    with 16 base channels, 32-channel FPN, 64-wide box heads, 100 test
-    proposals), for tests and CPU benchmarks. Same structure as the full
-    models: 3 stages, class-agnostic regression, 28x28 FCN masks."""
-    stds = [[0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033, 0.067, 0.067]]
-    ch = 32
-
-    def box_head(std):
-        return dict(type="Shared2FCBBoxHead", in_channels=ch, fc_out_channels=64, roi_feat_size=7,
-                    num_classes=num_classes, reg_class_agnostic=True,
-                    bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=std),
-                    loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
-                    loss_bbox=dict(type="SmoothL1Loss", beta=1.0, loss_weight=1.0))
-
-    model = dict(
-        type="CascadeRCNN",
-        data_preprocessor=dict(type="DetDataPreprocessor", mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_mask=True, pad_size_divisor=32),
-        backbone=dict(type="ResNet", depth=18, base_channels=16, num_stages=4, out_indices=(0, 1, 2, 3),
-                      frozen_stages=-1, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True,
-                      style="pytorch", init_cfg=None),
-        neck=dict(type="FPN", in_channels=[16, 32, 64, 128], out_channels=ch, num_outs=5),
-        rpn_head=dict(type="RPNHead", in_channels=ch, feat_channels=ch,
-                      anchor_generator=dict(type="AnchorGenerator", scales=[8], ratios=[0.5, 1.0, 2.0],
-                                            strides=[4, 8, 16, 32, 64]),
-                      bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
-                      loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
-                      loss_bbox=dict(type="SmoothL1Loss", beta=1.0 / 9.0, loss_weight=1.0)),
-        roi_head=dict(
-            type="CascadeRoIHead", num_stages=3, stage_loss_weights=[1, 0.5, 0.25],
-            bbox_roi_extractor=dict(type="SingleRoIExtractor",
-                                    roi_layer=dict(type="RoIAlign", output_size=7, sampling_ratio=0),
-                                    out_channels=ch, featmap_strides=[4, 8, 16, 32]),
-            bbox_head=[box_head(s) for s in stds],
-            mask_roi_extractor=dict(type="SingleRoIExtractor",
-                                    roi_layer=dict(type="RoIAlign", output_size=14, sampling_ratio=0),
-                                    out_channels=ch, featmap_strides=[4, 8, 16, 32]),
-            mask_head=dict(type="FCNMaskHead", num_convs=4, in_channels=ch, conv_out_channels=ch,
-                           num_classes=num_classes,
-                           loss_mask=dict(type="CrossEntropyLoss", use_mask=True, loss_weight=1.0))),
-        train_cfg=None,
-        test_cfg=dict(
-            rpn=dict(nms_pre=200, max_per_img=100, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0),
-            rcnn=dict(score_thr=0.0, nms=dict(type="nms", iou_threshold=0.5), max_per_img=120, mask_thr_binary=0.5)),
-    )
-    from mmengine.config import ConfigDict
-
-    return ConfigDict(default_scope="mmdet", model=model)

@@ -26,6 +26,7 @@ import csv
 import ctypes
 import ctypes.util
 import functools
+import io
 import math
 import zlib
 from dataclasses import dataclass
@@ -34,10 +35,12 @@ from typing import IO, Iterator, Sequence
 
 import numpy as np
 
-from oidseg.errors import InputError, atomic_path
+from oidseg.errors import InputError, atomic_path, read_utf8_text
+from oidseg.rle import inflate_bounded, parse_positive_int, parse_runs, rle_length_bound
 
 HEADER = "ImageID,ImageWidth,ImageHeight,PredictionString"
 COLUMNS = HEADER.split(",")
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark before the header is allowed
 
 #: smallest positive score that survives ``%.6f``; positive scores that would
 #: print as ``0.000000`` are written as this value so that no later
@@ -130,15 +133,21 @@ def encode_mask(counts: bytes) -> str:
     return base64.b64encode(zlib.compress(counts, 9)).decode("ascii")
 
 
-def decode_mask(encoded: str | bytes) -> bytes:
+def decode_mask(encoded: str | bytes, height: int | None = None, width: int | None = None) -> bytes:
     """Kaggle EncodedMask -> COCO compressed-RLE counts.
 
-    Raises ``ValueError`` on bad base64 or zlib data.
+    With ``height`` and ``width``, decompression stops at the longest string
+    an RLE of an ``height x width`` mask can take
+    (:func:`oidseg.rle.rle_length_bound`), so a zlib bomb is rejected after
+    that many bytes. Raises ``ValueError`` on bad base64 or zlib data and on
+    a too long string.
     """
     try:
         raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"EncodedMask is not valid base64 ({exc})") from exc
+    if height is not None and width is not None:
+        return inflate_bounded(raw, rle_length_bound(height * width))
     try:
         return zlib.decompress(raw)
     except zlib.error as exc:
@@ -175,20 +184,6 @@ def split_predictions(predictions: str) -> list[str]:
 
 
 _RLE_ALPHABET = bytes(range(48, 112))  # chr(48 + group), group in 0..63
-_RLE_MORE = bytes(range(80, 112))  # groups with 0x20 set: more groups follow
-
-
-def _first_number(counts: bytes) -> int:
-    """The first number of a COCO compressed-RLE string (stored raw)."""
-    value = 0
-    for k, byte in enumerate(counts):
-        group = byte - 48
-        value |= (group & 0x1F) << (5 * k)
-        if not group & 0x20:
-            if group & 0x10:
-                value -= 1 << (5 * (k + 1))
-            return value
-    raise ValueError("truncated RLE")
 
 
 def rle_area(rles: Sequence[dict]) -> np.ndarray:
@@ -211,29 +206,12 @@ def rle_totals(counts: Sequence[bytes]) -> np.ndarray:
 
     A valid RLE of an h x w mask sums to exactly h * w, so comparing the
     total to h * w checks the size without decoding any pixel. Returns an
-    int64 array, -1 where a string is malformed (see :func:`valid_rle_string`).
-
-    pycocotools' C parser does the work: ``area`` is the sum of the runs at
-    odd positions. For the even positions, parse the string with a ``'0'``
-    (the number 0) in front: COCO stores numbers from index 3 on as the
-    difference to the number two places before, so the shifted runs are
-    ``[0, c0, c1, c2 + c0, c3, c4 + c0, ...]`` and their area is
-    ``sum(c at even positions) + c0 * ((n - 1) // 2)`` for n numbers.
-    pycocotools sums in uint32, so totals are exact below 2**32 (any real
-    image) and taken modulo 2**32 above. Negative runs (impossible in RLEs
-    written by pycocotools) are not detected.
+    int64 array, -1 where a string is malformed or has a negative run (or an
+    empty run after the first). :func:`oidseg.rle.parse_runs` parses every
+    run exactly (pycocotools keeps runs as uint32, so a negative run wraps
+    around and can give a total that is right modulo 2**32).
     """
-    totals = np.full(len(counts), -1, dtype=np.int64)
-    good = [i for i, c in enumerate(counts) if valid_rle_string(c)]
-    if not good:
-        return totals
-    strings = [counts[i] for i in good]
-    odd = rle_area([{"size": [1, 1], "counts": c} for c in strings])  # size is ignored
-    even = rle_area([{"size": [1, 1], "counts": b"0" + c} for c in strings])
-    c0 = np.array([_first_number(c) for c in strings], dtype=np.int64)
-    n = np.array([len(c.translate(None, _RLE_MORE)) for c in strings], dtype=np.int64)
-    totals[np.array(good)] = (odd + even - c0 * ((n - 1) // 2)) % (1 << 32)
-    return totals
+    return parse_runs(counts)[0]
 
 
 # --------------------------------------------------------------------------
@@ -258,29 +236,47 @@ def _split_line(line: str) -> list[str]:
 
 
 def _parse_size(path: Path, row: int, image_id: str, field: str, text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
+    value = parse_positive_int(text)  # ASCII digits only ('²', '٣' are not numbers)
+    if value is None:
         raise InputError(
-            f"{path}: row {row} / {image_id}: {field} {text!r} is not a positive integer"
+            f"{path}: row {row} / {image_id}: {field} {text!r} is not a positive integer "
+            "(ASCII digits)"
         )
-    return int(text)
+    return value
 
 
 def iter_shard(path: str | Path) -> Iterator[ShardRow]:
     """Stream the rows of a Kaggle CSV shard, checking header and fields."""
     path = Path(path)
     try:
-        fh = open(path, encoding="utf-8-sig", newline="")
+        fh = open(path, "rb")
     except OSError as exc:
         raise InputError(f"{path}: cannot read CSV ({exc})") from exc
     with fh:
-        header = fh.readline().rstrip("\r\n")
-        if header != HEADER:
-            raise InputError(f"{path}: row 1: header is {header[:80]!r}, expected {HEADER!r}")
-        for row, line in enumerate(fh, start=2):
-            line = line.rstrip("\r\n")
-            if not line:
+        offset = 0
+        for row, raw in enumerate(fh, start=1):
+            start, offset = offset, offset + len(raw)
+            if row == 1 and raw.startswith(_BOM):
+                raw, start = raw[len(_BOM) :], start + len(_BOM)
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"{path}: row {row}: not UTF-8 text: byte {raw[exc.start]:#04x} at byte "
+                    f"offset {start + exc.start} of the file"
+                ) from None
+            if row == 1:
+                if line != HEADER:
+                    raise InputError(
+                        f"{path}: row 1: header is {line[:80]!r}, expected {HEADER!r}"
+                    )
                 continue
-            fields = _split_line(line)
+            if not line:  # blank lines (e.g. a trailing one) are skipped
+                continue
+            try:
+                fields = _split_line(line)
+            except csv.Error as exc:
+                raise InputError(f"{path}: row {row}: bad CSV quoting ({exc})") from None
             image_id = fields[0]
             if len(fields) != 4:
                 raise InputError(
@@ -295,6 +291,8 @@ def iter_shard(path: str | Path) -> Iterator[ShardRow]:
                 height=_parse_size(path, row, image_id, "ImageHeight", fields[2]),
                 predictions=fields[3],
             )
+        if offset == 0:
+            raise InputError(f"{path}: row 1: file is empty, expected the header {HEADER!r}")
 
 
 class ShardWriter:
@@ -329,11 +327,8 @@ def read_image_list(path: str | Path) -> list[str]:
     submission or ``heldout_val.csv``), in file order; duplicates and empty
     IDs are errors."""
     path = Path(path)
-    try:
-        fh = open(path, encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read image list ({exc})") from exc
-    with fh:
+    # bytes that are not UTF-8 -> InputError with their offset; a BOM is dropped
+    with io.StringIO(read_utf8_text(path, "image list"), newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if not header or "ImageID" not in header:

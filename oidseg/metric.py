@@ -81,19 +81,22 @@ from pycocotools import mask as mask_utils
 
 from oidseg.errors import InputError
 from oidseg.hierarchy import Hierarchy
-from oidseg.kaggle import decode_mask, rle_totals
+from oidseg import validity
 
 #: IoU / IoA threshold of the challenge
 MATCH_THRESHOLD = 0.5
 #: largest |coordinate difference| for pairing a mask row with a bbox row
 BOX_MATCH_TOLERANCE = 1e-5
+#: nearest-neighbour resize sampled at pixel centres: output pixel x takes
+#: input pixel floor((x + 0.5) * in / out), as PIL's and scikit-image's
+#: nearest (the official evaluator's ground truth); cv2.INTER_NEAREST samples
+#: floor(x * in / out), half a pixel off
+MASK_RESIZE = cv2.INTER_NEAREST_EXACT
 #: RLEs handed to pycocotools per call when computing boxes
 _CHUNK = 65536
 #: pycocotools 2.0.x ``area`` builds a uint8 array of the list length: more
 #: than 255 RLEs per call overflow under numpy 2
 _AREA_CHUNK = 255
-
-SUBMISSION_COLUMNS = ("ImageID", "ImageWidth", "ImageHeight", "PredictionString")
 
 Rle = dict  # {"size": [h, w], "counts": bytes} (COCO compressed RLE)
 
@@ -150,6 +153,11 @@ class EvaluationResult:
     num_tp: np.ndarray
     num_images: int = 0
     extra: dict = field(default_factory=dict)
+    #: per class, the precision and recall after each scored detection in
+    #: descending score order (``metrics.compute_precision_recall``); empty
+    #: arrays where the class has no ground truth
+    precision: list = field(default_factory=list)
+    recall: list = field(default_factory=list)
 
     @property
     def mean_ap(self) -> float:
@@ -195,9 +203,10 @@ def rle_boxes(rles: Sequence[Rle]) -> np.ndarray:
 
 
 def resize_rle(rle: Rle, height: int, width: int) -> Rle:
-    """Nearest-neighbour resize of an RLE mask to ``height x width``."""
+    """Nearest-neighbour resize of an RLE mask to ``height x width``, sampled
+    at pixel centres (:data:`MASK_RESIZE`)."""
     mask = mask_utils.decode(rle)
-    resized = cv2.resize(mask, (int(width), int(height)), interpolation=cv2.INTER_NEAREST)
+    resized = cv2.resize(mask, (int(width), int(height)), interpolation=MASK_RESIZE)
     return encode_mask(resized > 0)
 
 
@@ -448,6 +457,8 @@ def evaluate(
     ap = np.full(num_classes, np.nan)
     num_scored = np.zeros(num_classes, dtype=np.int64)
     num_tp = np.zeros(num_classes, dtype=np.int64)
+    curves_p = [np.zeros(0)] * num_classes
+    curves_r = [np.zeros(0)] * num_classes
     for c in range(num_classes):
         c_scores = np.concatenate(per_class_scores[c]) if per_class_scores[c] else np.zeros(0)
         c_tp = np.concatenate(per_class_tp[c]) if per_class_tp[c] else np.zeros(0, bool)
@@ -456,25 +467,18 @@ def evaluate(
             continue
         precision, recall = precision_recall(c_scores, c_tp, int(num_gt[c]))
         ap[c] = average_precision(precision, recall)
+        curves_p[c], curves_r[c] = precision, recall
     if log:
         log(f"metric: {len(detections)} detections, {len(keep)} evaluated in "
             f"{len(starts)} (image, class) groups over {num_images} images")
     return EvaluationResult(classes=classes, average_precision=ap, num_gt=num_gt,
                             num_scored=num_scored, num_tp=num_tp, num_images=num_images,
                             extra={"num_detections": len(detections),
-                                   "num_detections_evaluated": int(len(keep))})
+                                   "num_detections_evaluated": int(len(keep))},
+                            precision=curves_p, recall=curves_r)
 
 
 # --------------------------------------------------------------------------- submission
-
-
-def _first_bad_mask(texts: Sequence[str]) -> tuple[int, str]:
-    for k, text in enumerate(texts):
-        try:
-            decode_mask(text)
-        except ValueError as exc:
-            return k, str(exc)
-    return 0, "?"
 
 
 def read_submission(
@@ -486,84 +490,40 @@ def read_submission(
 ) -> Detections:
     """Read a Kaggle CSV ``ImageID,ImageWidth,ImageHeight,PredictionString``.
 
-    Only rows of images in ``gt`` are decoded (others are ignored, as TF
-    ignores detections of images without labels). Every RLE must cover
-    exactly ImageHeight x ImageWidth pixels (checked without decoding, via
-    ``oidseg.kaggle.rle_totals``). Masks whose declared size differs from the
-    ground-truth image size are resized (nearest) to it.
+    What is valid is decided by :mod:`oidseg.validity`, as for the
+    submission validator (same BOM, blank-line and row-numbering rules, same
+    messages). Every row is read and checked (fields, ImageID once, sizes of
+    ASCII digits); the PredictionStrings of images in ``gt`` only are
+    decoded and checked (others are ignored, as TF ignores detections of
+    images without labels): every RLE must cover exactly ImageHeight x
+    ImageWidth pixels, without negative runs (checked without decoding).
+    Masks whose declared size differs from the ground-truth image size are
+    resized (nearest) to it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: submission file is missing")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot parse submission CSV ({exc})") from exc
-    for column in SUBMISSION_COLUMNS:
-        if column not in frame.columns:
-            raise InputError(f"{path}: required column {column!r} is missing "
-                             f"(found columns: {', '.join(map(str, frame.columns))})")
-    duplicated = frame["ImageID"].duplicated().to_numpy()
-    if duplicated.any():
-        row = int(np.flatnonzero(duplicated)[0])
-        raise InputError(f"{path}: row {row + 1}: duplicate ImageID {frame['ImageID'].iloc[row]!r}")
     known = set(known_classes)
-    frame_ids = frame["ImageID"].to_numpy(dtype=object)
-    frame_widths = frame["ImageWidth"].to_numpy(dtype=object)
-    frame_heights = frame["ImageHeight"].to_numpy(dtype=object)
-    predictions = frame["PredictionString"].to_numpy(dtype=object)
-    image_pos = gt.image_index(frame_ids)
-    rows = np.flatnonzero((image_pos >= 0) & (frame["PredictionString"].str.strip() != "").to_numpy())
-
+    position = {str(image_id): k for k, image_id in enumerate(gt.image_ids.tolist())}
     ids, labels, scores, rles = [], [], [], []
-    resized_images = 0
-    for row in rows:
-        image_id = frame_ids[row]
-        where = f"{path}: row {row + 1} / {image_id}"
-        parts = predictions[row].split()
-        if len(parts) % 3:
-            raise InputError(f"{where}: PredictionString has {len(parts)} fields, "
-                             "not triples 'LabelName Confidence EncodedMask'")
-        try:
-            width, height = int(frame_widths[row]), int(frame_heights[row])
-        except ValueError as exc:
-            raise InputError(f"{where}: ImageWidth/ImageHeight are not integers") from exc
-        if width <= 0 or height <= 0:
-            raise InputError(f"{where}: image size {width}x{height} is not positive")
-        names = parts[0::3]
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise InputError(f"{where}: unknown class {unknown[0]!r}")
-        try:
-            conf = np.asarray(parts[1::3], dtype=np.float64)
-        except ValueError as exc:
-            raise InputError(f"{where}: a Confidence is not a number ({exc})") from exc
-        if not np.isfinite(conf).all():
-            raise InputError(f"{where}: a Confidence is not finite")
-        try:
-            counts = [decode_mask(text) for text in parts[2::3]]
-        except ValueError:
-            k = _first_bad_mask(parts[2::3])
-            raise InputError(f"{where}: detection {k[0] + 1}: EncodedMask is not "
-                             f"base64(zlib(RLE)) ({k[1]})") from None
-        totals = rle_totals(counts)
-        bad = np.flatnonzero(totals != height * width)
-        if bad.size:
-            raise InputError(f"{where}: detection {bad[0] + 1}: EncodedMask RLE covers "
-                             f"{totals[bad[0]]} pixels, not ImageHeight x ImageWidth = "
-                             f"{height} x {width}")
-        pos = image_pos[row]
+    resized_images = num_rows = evaluated = 0
+    for row in validity.iter_submission(path):
+        num_rows += 1
+        pos = position.get(row.image_id, -1)
+        if pos < 0 or not row.predictions.strip():
+            continue
+        evaluated += 1
+        checked = validity.row_predictions(path, row, known)
+        height, width = row.height, row.width
         gt_h, gt_w = int(gt.heights[pos]), int(gt.widths[pos])
-        image_rles = [{"size": [height, width], "counts": c} for c in counts]
+        image_rles = [{"size": [height, width], "counts": c} for c in checked.counts]
         if (gt_h, gt_w) != (height, width) and gt_h > 0 and gt_w > 0:
             resized_images += 1
             image_rles = [resize_rle(r, gt_h, gt_w) for r in image_rles]
-        ids.extend([image_id] * len(names))
-        labels.extend(names)
-        scores.append(conf)
+        ids.extend([row.image_id] * len(checked))
+        labels.extend(checked.labels)
+        scores.append(checked.scores)
         rles.extend(image_rles)
     if log:
-        log(f"submission: {len(frame)} rows, {len(rows)} evaluated images with detections, "
+        log(f"submission: {num_rows} rows, {evaluated} evaluated images with detections, "
             f"{len(rles)} detections, {resized_images} images resized to the ground-truth size")
     return Detections(image_id=np.asarray(ids, dtype=object), label=np.asarray(labels, dtype=object),
                       score=np.concatenate(scores) if scores else np.zeros(0),
@@ -616,12 +576,13 @@ class MaskSource:
 
 
 def load_mask_rle(data: bytes, name: str, height: int, width: int) -> Rle:
-    """PNG bytes -> RLE at ``height x width`` (nearest resize, threshold > 0)."""
+    """PNG bytes -> RLE at ``height x width`` (nearest resize at pixel
+    centres, :data:`MASK_RESIZE`; threshold > 0)."""
     mask = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
     if mask is None:
         raise InputError(f"mask {name}: not a readable PNG")
     if mask.shape != (height, width):
-        mask = cv2.resize(mask, (int(width), int(height)), interpolation=cv2.INTER_NEAREST)
+        mask = cv2.resize(mask, (int(width), int(height)), interpolation=MASK_RESIZE)
     return encode_mask(mask > 0)
 
 
@@ -640,9 +601,39 @@ def _pair_masks_with_boxes(bbox: pd.DataFrame, masks: pd.DataFrame) -> tuple[np.
     mask_xy = masks[["BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax"]].to_numpy(np.float64)
     diff = np.abs(bbox_xy[b] - mask_xy[m]).max(axis=1)
     ok = diff <= BOX_MATCH_TOLERANCE
-    chosen = pd.DataFrame({"b": b[ok], "m": m[ok], "d": diff[ok]}).sort_values("d", kind="stable")
-    chosen = chosen.drop_duplicates("m").drop_duplicates("b")
-    return chosen["b"].to_numpy(), chosen["m"].to_numpy()
+    order = np.argsort(diff[ok], kind="stable")  # closest first; ties: row order
+    return _greedy_one_to_one(b[ok][order], m[ok][order], len(bbox), len(masks))
+
+
+def _greedy_one_to_one(b: np.ndarray, m: np.ndarray, n_b: int, n_m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy one-to-one matching of candidate pairs ``(b[k], m[k])`` taken in
+    the given order (a pair is accepted when neither end is taken yet).
+
+    Vectorised in rounds: a pair that comes first among the remaining pairs of
+    its box row AND of its mask row is accepted (the greedy takes it too);
+    pairs sharing an end with an accepted one are dropped. Two mask rows of the
+    same image, class and box thus pair with two such box rows, not one.
+    """
+    rank = np.arange(b.size)
+    out_b, out_m = [], []
+    while rank.size:
+        first_b = np.full(n_b, rank.size, dtype=np.int64)
+        first_m = np.full(n_m, rank.size, dtype=np.int64)
+        pos = np.arange(rank.size)
+        np.minimum.at(first_b, b, pos)
+        np.minimum.at(first_m, m, pos)
+        take = (first_b[b] == pos) & (first_m[m] == pos)
+        out_b.append(b[take])
+        out_m.append(m[take])
+        used_b = np.zeros(n_b, bool)
+        used_m = np.zeros(n_m, bool)
+        used_b[b[take]] = True
+        used_m[m[take]] = True
+        keep = ~used_b[b] & ~used_m[m]
+        b, m, rank = b[keep], m[keep], rank[keep]
+    if not out_b:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_b).astype(np.int64), np.concatenate(out_m).astype(np.int64)
 
 
 def load_ground_truth(

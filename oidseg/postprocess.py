@@ -15,7 +15,8 @@ Four steps, each streaming one image (one CSV line) at a time:
 Scores: triples are carried as their original text; only the score is parsed
 (for thresholds and sorting), so expand/merge/combine never re-round a score
 and the same input always gives byte-identical output. A score threshold
-``thr`` keeps triples with ``score > thr`` (0 keeps every positive score;
+``thr`` keeps triples with ``score >= thr`` in expand and ``score > thr`` in
+merge, as the original scripts did (merge's 0 keeps every positive score;
 convert writes positive scores below 0.0000005 as 0.000001, so no detection is
 lost to rounding).
 """
@@ -188,7 +189,7 @@ def expand_predictions(
             ups = ancestors[label]
         except KeyError:
             raise ValueError(f"unknown LabelName {label!r}") from None
-        if not parse_score(score) > score_thr:
+        if parse_score(score) < score_thr:  # the original drops only score < thres
             continue
         tail = f" {score} {mask}"
         if not parents_only:
@@ -395,7 +396,7 @@ def merge_predictions(
     counts = []
     for i in candidates:
         try:
-            counts.append(decode_mask(masks[i]))
+            counts.append(decode_mask(masks[i], height, width))  # bounded by H x W
         except ValueError as exc:
             raise ValueError(f"triple {i + 1} ({labels[i]}): {exc}") from None
     with RleSet(counts, height, width, use_c=use_c) as rles:

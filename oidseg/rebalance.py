@@ -27,31 +27,37 @@ One round (``round`` = r)
     every shuffle and insertion of the ordering step. Same data, params and
     round -> the same order, bit for bit.
 
-    1. Ranking. Classes are ranked by the number of pool images that contain
+    1. Ranking. Classes are ranked by the number of images that contain
        them, descending (rank 0 = most frequent); ties go to the lower class
        index first (``np.lexsort``). The ranking does not depend on the round.
-       For the oversampled list it counts train and test images together.
-    2. Counts. Every pool image starts at count 0. ONE pass over the classes,
-       from the rarest rank (n-1) down to rank 0, applies the rule of the
-       class's rank group to the class's pool images ("counted" = count > 0;
-       "sum" = the sum of the counts already on the class's pool images):
+       It counts the pool images, except for the oversampled list, which
+       counts only its TRAIN images, as the original
+       (``tr_leaves_nodup.cat.value_counts()``). A class with no image counted
+       by the ranking gets no rule (the original's ``value_counts`` does not
+       list it).
+    2. Counts. Every pool image starts at count 0. The classes are walked
+       group by group from the rarest rank (n-1) down to rank 0, applying the
+       rule of the class's rank group to the class's pool images ("counted" =
+       count > 0; "sum" = the sum of the counts already on the class's pool
+       images):
 
        - rare   (rank >= rare_from): count = max(count, rare_count)
          (oversampled: train images rare_count_train, test rare_count_test);
-       - middle (middle_from <= rank < rare_from): [oversampled: test images
-         first get count = max(count, middle_count_test)]; target =
+       - middle (middle_from <= rank < rare_from): [oversampled: before the
+         group's loop, every test image of every middle class is SET to
+         middle_count_test (the original's assignment, which also lowers a
+         rare class's 10)]; then per class from the rarest: target =
          middle_target - sum; if target < 0: skip the class (leaf, parent) or
          use middle_target_if_negative (oversampled); the n not-yet-counted
          (train) images each get target // n and target % n of them, drawn at
          random without replacement, get +1 (n = 0: nothing to spread).
-         CAP: if that would give an image a count above max_count (10), the
-         middle group STOPS there: neither this class nor any later (more
-         frequent) middle class gets anything in this round (test floors
-         included; nothing is written for the class that hit the cap); the
-         pass goes on with the next groups. Reading: SPEC says "skip" for a negative target
-         and "stop" for the cap in the same rule, so the cap ends the group's
-         loop; it is checked before the counts are written, so every count
-         stays in 1..max_count, the only counts the ordering step can place.
+         CAP, as the original (``if sampled.cnt.max() > 10: break`` after the
+         writes): when that gives an image a count above max_count (10), the
+         class's counts ARE written and the middle group stops there (no later,
+         more frequent, middle class is topped up in this round); the pass goes
+         on with the next groups, which see those counts. The original's
+         ordering step places only counts 1..10, so an image left above
+         max_count is not in the round (its count becomes 0 at the end).
        - at-least-one (ge1_from <= rank < middle_from): count = max(count, 1)
          for every pool image (train and test alike);
        - top    (rank < ge1_from): [oversampled: test images count =
@@ -437,70 +443,94 @@ def assign_counts(
     rules: _Rules,
     rng: np.random.Generator,
     skip_class: int | None = None,
+    n_ranked: int | None = None,
 ) -> tuple[np.ndarray, int | None]:
     """Per-image repeat counts of one round (module docstring, step 2).
 
-    Returns the counts (int64 [n_images], 0 = not in the round) and the rank at
-    which the cap stopped the middle group (None if it did not).
+    ``n_ranked``: only ``ranked[:n_ranked]`` get a rule (the classes the
+    original's ``value_counts`` lists: those with at least one ranking image);
+    default all. Returns the counts (int64 [n_images], 0 = not in the round;
+    an image whose count went above ``max_count`` at the cap is 0: the
+    original's ordering places only counts 1..10) and the rank at which the
+    cap stopped the middle group (None if it did not).
     """
     counts = np.zeros(n_images, dtype=np.int64)
     cap_stop: int | None = None
-    middle_stopped = False
-    n_classes = ranked.size
-    for rank in range(n_classes - 1, -1, -1):
+    n_ranked = ranked.size if n_ranked is None else n_ranked
+
+    def members(rank: int) -> tuple[np.ndarray, np.ndarray | None] | None:
         cls = int(ranked[rank])
-        if cls == skip_class:
-            continue
+        if cls == skip_class or rank >= n_ranked:
+            return None
         lo, hi = index.ptr[cls], index.ptr[cls + 1]
         if lo == hi:
+            return None
+        return index.images[lo:hi], (index.images_test[lo:hi] if rules.split_test else None)
+
+    # rare group
+    for rank in range(n_ranked - 1, rules.rare_from - 1, -1):
+        got = members(rank)
+        if got is None:
             continue
-        imgs = index.images[lo:hi]
-        test = index.images_test[lo:hi] if rules.split_test else None
-        if rank >= rules.rare_from:
-            if test is None:
-                counts[imgs] = np.maximum(counts[imgs], rules.rare_count_train)
-            else:
-                floor = np.where(test, rules.rare_count_test, rules.rare_count_train)
-                counts[imgs] = np.maximum(counts[imgs], floor)
-        elif rank >= rules.middle_from:
-            if middle_stopped:
-                continue
-            current = counts[imgs]
-            if test is not None and rules.middle_count_test:
-                # test images first; written only if the cap does not stop here
-                current = np.where(test, np.maximum(current, rules.middle_count_test), current)
-            target = rules.middle_target - int(current.sum())
-            cand = imgs if test is None else imgs[~test]
-            free = cand[counts[cand] == 0]
-            if target < 0:
-                if rules.middle_target_if_negative is None:
-                    continue
-                target = rules.middle_target_if_negative
-            base, extra = divmod(target, free.size) if free.size else (0, 0)
-            if base + (1 if extra else 0) > rules.max_count:
-                middle_stopped = True
-                cap_stop = rank
-                continue
-            counts[imgs] = current
-            if free.size == 0:
-                continue
-            counts[free] = base
-            if extra:
-                counts[rng.choice(free, size=extra, replace=False)] += 1
-        elif rank >= rules.ge1_from:
-            counts[imgs] = np.maximum(counts[imgs], 1)
+        imgs, test = got
+        if test is None:
+            counts[imgs] = np.maximum(counts[imgs], rules.rare_count_train)
         else:
-            if test is not None and rules.top_count_test:
-                t = imgs[test]
-                counts[t] = np.maximum(counts[t], rules.top_count_test)
-            target = rules.top_target - int(counts[imgs].sum())
-            if target < 0:
-                target = rules.top_target_if_negative
-            cand = imgs if test is None else imgs[~test]
-            free = cand[counts[cand] == 0]
-            k = min(target, free.size)
-            if k:
-                counts[rng.choice(free, size=k, replace=False)] = 1
+            floor = np.where(test, rules.rare_count_test, rules.rare_count_train)
+            counts[imgs] = np.maximum(counts[imgs], floor)
+    middle = range(min(rules.rare_from, n_ranked) - 1, rules.middle_from - 1, -1)
+    if rules.split_test and rules.middle_count_test:
+        # oversampled: every test image of every middle class is SET to the
+        # test count first (the original's ``sampled.loc[test of grp3] = 5``,
+        # before the loop; it also overrides a rare class's 10)
+        for rank in middle:
+            got = members(rank)
+            if got is not None:
+                imgs, test = got
+                counts[imgs[test]] = rules.middle_count_test
+    for rank in middle:
+        got = members(rank)
+        if got is None:
+            continue
+        imgs, test = got
+        target = rules.middle_target - int(counts[imgs].sum())
+        if target < 0:
+            if rules.middle_target_if_negative is None:
+                continue
+            target = rules.middle_target_if_negative
+        cand = imgs if test is None else imgs[~test]
+        free = cand[counts[cand] == 0]
+        if free.size == 0:
+            continue
+        base, extra = divmod(target, free.size)
+        counts[free] = base
+        if extra:
+            counts[rng.choice(free, size=extra, replace=False)] += 1
+        if base + (1 if extra else 0) > rules.max_count:
+            # the original writes this class's counts, then stops the group
+            cap_stop = rank
+            break
+    for rank in range(min(rules.middle_from, n_ranked) - 1, rules.ge1_from - 1, -1):
+        got = members(rank)
+        if got is not None:
+            counts[got[0]] = np.maximum(counts[got[0]], 1)
+    for rank in range(min(rules.ge1_from, n_ranked) - 1, -1, -1):
+        got = members(rank)
+        if got is None:
+            continue
+        imgs, test = got
+        if test is not None and rules.top_count_test:
+            t = imgs[test]
+            counts[t] = np.maximum(counts[t], rules.top_count_test)
+        target = rules.top_target - int(counts[imgs].sum())
+        if target < 0:
+            target = rules.top_target_if_negative
+        cand = imgs if test is None else imgs[~test]
+        free = cand[counts[cand] == 0]
+        k = min(target, free.size)
+        if k:
+            counts[rng.choice(free, size=k, replace=False)] = 1
+    counts[counts > rules.max_count] = 0  # never placed by the original's ordering
     return counts, cap_stop
 
 
@@ -542,7 +572,7 @@ class RebalancedList:
     rounds: list[int]
     round_lengths: np.ndarray  # int64 [n_rounds]
     round_images: np.ndarray  # int64 [n_rounds]: distinct images per round
-    class_images: np.ndarray  # int64 [n_classes]: pool images per class
+    class_images: np.ndarray  # int64 [n_classes]: images per class the ranking counts
     ranked: np.ndarray  # int64 [n_classes]: class of each rank
     class_entries: np.ndarray  # int64 [n_rounds, n_classes]: sum of counts of the class's images
     cap_stops: list[int | None]  # rank where the cap stopped the middle group, per round
@@ -562,8 +592,17 @@ def build_list(data: ImageLabels, params: ListParams) -> RebalancedList:
     rules = _rules_for(params, data.n_classes)
     pool = np.ones(data.n_images, dtype=bool) if rules.pool_has_test else ~data.is_test
     index = _class_index(data, pool)
-    class_images = np.diff(index.ptr)
+    if rules.split_test:
+        # oversampled: ranked by TRAIN images only, as the original
+        # (``tr_leaves_nodup.cat.value_counts()``); V5-test images do not count
+        class_images = np.bincount(index.pair_labels[~index.images_test],
+                                   minlength=data.n_classes).astype(np.int64)
+    else:
+        class_images = np.diff(index.ptr)
     ranked = rank_classes(class_images)
+    # classes without a ranking image are not in the original's value_counts:
+    # no rule applies to them (they rank last)
+    n_ranked = int(np.count_nonzero(class_images))
     skip_class = None
     found = None
     if params.stop_at_class is not None:
@@ -576,7 +615,8 @@ def build_list(data: ImageLabels, params: ListParams) -> RebalancedList:
     for r in rounds:
         sample_rng = np.random.default_rng(params.sample_seed_base + r)
         shuffle_rng = np.random.default_rng(params.shuffle_seed_base + r)
-        counts, cap_stop = assign_counts(data.n_images, index, ranked, rules, sample_rng, skip_class)
+        counts, cap_stop = assign_counts(data.n_images, index, ranked, rules, sample_rng, skip_class,
+                                         n_ranked)
         order = order_round(counts, shuffle_rng, rules.max_count)
         orders.append(order)
         lengths.append(order.size)

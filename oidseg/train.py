@@ -12,13 +12,19 @@ mmengine's Runner with an iteration-based loop and:
 - warm-up: linear from ``warmup_ratio`` over ``min(warmup_iters, iters)``
   iterations, then constant (config keys).
 - stage chaining: ``--load-from PREV.pth`` loads the previous stage's weights
-  with a fresh optimiser and a new warm-up (mmengine ``load_from``, not
-  ``resume``).
-- resume: when ``--work-dir`` already holds a checkpoint of this stage
-  (mmengine's ``last_checkpoint`` file), training resumes from it
-  (``resume=True``: weights, optimiser, scheduler and iteration counter);
-  the ordered list continues at the right entry without reading the
-  skipped batches (``OrderedIterBasedTrainLoop``).
+  with a fresh optimiser and a new warm-up (not ``resume``); ``--pretrained``
+  loads ImageNet weights into the backbone. Both strictly, weights-only
+  (:mod:`oidseg.checkpoints`, :class:`oidseg.train_hooks.LoadWeightsHook`):
+  a file that does not fit the model is an error naming keys.
+- one job per work dir (:mod:`oidseg.stage_dir`): the trainer locks
+  ``--work-dir``; checkpoints of another job (a different fingerprint of
+  inputs and arguments) are moved to ``WORK_DIR.stale/`` and the stage
+  starts afresh; a truncated newest checkpoint is dropped.
+- resume: when ``--work-dir`` holds an intact checkpoint of the same job,
+  training resumes from the newest (``resume=True``: weights, optimiser,
+  scheduler, iteration counter and random state); the ordered list
+  continues at the right entry without reading the skipped batches
+  (``OrderedIterBasedTrainLoop``).
 - outputs: periodic checkpoints every ``--checkpoint-interval`` iterations in
   ``--work-dir``; the final weights at ``--out`` (atomic; ``state_dict`` and
   ``meta`` with ``dataset_meta.classes`` = the class MIDs, only plain types,
@@ -43,9 +49,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from oidseg.errors import InputError, atomic_path
+from oidseg.errors import InputError, atomic_path, atomic_write_bytes
 
 AUGMENTATIONS = ("multiscale", "single", "photometric")
+DIST_BACKENDS = ("auto", "nccl", "gloo")
 WORK_LOG = "train_log.jsonl"
 
 
@@ -69,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-gpu", type=int, default=None,
                    help="images per GPU (process) per iteration; default: config's images_per_gpu")
     p.add_argument("--gpus", type=int, default=1, help="processes/GPUs; > 1 launches torchrun (DDP)")
+    p.add_argument("--dist-backend", choices=DIST_BACKENDS, default="auto",
+                   help="process group of --gpus > 1: nccl (GPUs), gloo (CPU processes when no "
+                        "GPU is visible); auto: nccl with CUDA, else gloo")
     p.add_argument("--amp", action="store_true", help="mixed precision (AmpOptimWrapper)")
     p.add_argument("--checkpoint-interval", type=int, default=None,
                    help="iterations between checkpoints in --work-dir; default: config's")
@@ -103,17 +113,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--gpus must be >= 1, got {args.gpus}")
 
 
-def set_num_classes(model_cfg, n_classes: int) -> None:
-    """Set num_classes of every bbox and mask head of a (cascade) RoI head."""
-    roi = model_cfg["roi_head"]
-    for key in ("bbox_head", "mask_head"):
-        heads = roi.get(key)
-        if heads is None:
-            continue
-        for head in heads if isinstance(heads, (list, tuple)) else [heads]:
-            head["num_classes"] = n_classes
-
-
 def stage_lr(cfg, lr_factor: float, images_per_iter: int) -> float:
     """base_lr x lr_factor, scaled linearly to the images per iteration."""
     return float(cfg.base_lr) * lr_factor * images_per_iter / float(cfg.base_images_per_iter)
@@ -124,6 +123,7 @@ def build_config(args: argparse.Namespace, world_size: int):
     from mmengine.config import Config
 
     from oidseg.mmdet_ext.dataset import read_classes
+    from oidseg.mmdet_ext.model_cfg import set_num_classes
 
     cfg = Config.fromfile(args.config)
     classes = read_classes(args.ann)
@@ -168,10 +168,9 @@ def build_config(args: argparse.Namespace, world_size: int):
              interval=log_interval)]
 
     cfg.work_dir = str(args.work_dir)
-    pretrained = _none(args.pretrained)
-    if pretrained and not _none(args.load_from):
-        cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=pretrained)
-    cfg.load_from = _none(args.load_from)
+    # --load-from / --pretrained are loaded strictly by LoadWeightsHook (train_stage),
+    # not by mmengine's load_from / Pretrained init (a warning and random weights on a misfit)
+    cfg.load_from = None
     cfg.resume = False
     cfg.randomness = dict(seed=args.seed)
     cfg.launcher = args.launcher
@@ -262,19 +261,45 @@ def latest_checkpoint(work_dir: str | Path) -> str | None:
     return path if path and Path(path).is_file() else None
 
 
-def checkpoint_iter(path: str | Path) -> int | None:
-    """N of mmengine's ``iter_N.pth``; None for another name."""
-    stem = Path(path).stem
-    return int(stem[5:]) if stem.startswith("iter_") and stem[5:].isdigit() else None
+def starting_weights(args: argparse.Namespace):
+    """The :class:`~oidseg.train_hooks.LoadWeightsHook` of a new stage:
+    ``--load-from`` (the whole model) or else ``--pretrained`` (the
+    backbone), or None. The file is read here, weights-only, so that a bad
+    file fails before the Runner is built; its keys are checked when the
+    hook loads it into the model."""
+    from oidseg.checkpoints import backbone_part, load_checkpoint, state_dict_of
+    from oidseg.train_hooks import LoadWeightsHook
+
+    load_from, pretrained = _none(args.load_from), _none(args.pretrained)
+    if load_from:
+        kind = "--load-from checkpoint"
+        state = state_dict_of(load_checkpoint(load_from, kind=kind), load_from, kind=kind)
+        return LoadWeightsHook(state, load_from, what=f"the model of {args.config}")
+    if pretrained:
+        kind = "--pretrained checkpoint"
+        state = state_dict_of(load_checkpoint(pretrained, kind=kind), pretrained, kind=kind)
+        return LoadWeightsHook(backbone_part(state), pretrained, what=f"the model of {args.config}",
+                               backbone=True)
+    return None
 
 
 def save_final(runner, out: str | Path, classes: Sequence[str], cfg) -> None:
-    """Atomically write the final weights with meta.dataset_meta.classes."""
+    """Atomically write the final weights with meta.dataset_meta.classes.
+
+    Serialised in memory first: ``torch.save`` to a path names the archive's
+    top folder after the file, and the temporary name would make two
+    identical runs differ in bytes."""
+    import copy
+    import io
+
     import mmdet
     import torch
     from mmengine.runner.checkpoint import get_state_dict, weights_to_cpu
 
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    # the job's config, the same whether or not this run resumed
+    cfg = copy.deepcopy(cfg)
+    cfg.resume, cfg.load_from = False, None
     checkpoint = {
         "meta": {
             "dataset_meta": {"classes": list(classes)},
@@ -284,17 +309,74 @@ def save_final(runner, out: str | Path, classes: Sequence[str], cfg) -> None:
         },
         "state_dict": weights_to_cpu(get_state_dict(model)),
     }
-    with atomic_path(out) as tmp:
-        torch.save(checkpoint, tmp)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write_bytes(out, buffer.getvalue())
+
+
+def resolve_dist_backend(requested: str) -> str:
+    """``auto`` -> ``nccl`` when CUDA is visible, else ``gloo`` (CPU processes)."""
+    import torch
+
+    if requested == "auto":
+        return "nccl" if torch.cuda.is_available() else "gloo"
+    return requested
+
+
+def check_distributed(args: argparse.Namespace) -> str:
+    """The backend of a ``--gpus N > 1`` run, or an :class:`InputError`
+    before anything is launched."""
+    import torch
+
+    backend = resolve_dist_backend(args.dist_backend)
+    n_cuda = torch.cuda.device_count()
+    if backend == "nccl" and n_cuda == 0:
+        raise InputError(f"--gpus {args.gpus} --dist-backend nccl needs CUDA GPUs and none is "
+                         "visible (--dist-backend gloo trains CPU processes)")
+    if 0 < n_cuda < args.gpus:
+        raise InputError(f"--gpus {args.gpus} needs {args.gpus} visible CUDA GPUs, found {n_cuda}")
+    return backend
+
+
+def setup_distributed(args: argparse.Namespace, cfg) -> None:
+    """Prepare a torchrun worker (``--launcher pytorch``) before the Runner.
+
+    nccl: mmengine's ``init_dist`` (it binds the process to GPU
+    ``LOCAL_RANK``). gloo: the process group is initialised here from
+    torchrun's environment (mmengine's ``init_dist`` calls
+    ``torch.cuda.set_device``, which fails without CUDA; the Runner skips it
+    when a group exists); without CUDA the model stays on the CPU and
+    ``MMDistributedDataParallel`` gets ``device_ids=None`` (mmengine's
+    default passes ``[LOCAL_RANK]``, which DDP refuses for a CPU module).
+    """
+    if args.launcher != "pytorch":
+        return
+    import torch
+    import torch.distributed as dist
+
+    backend = resolve_dist_backend(args.dist_backend)
+    cfg.env_cfg.dist_cfg = dict(backend=backend)
+    if backend != "gloo":
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    else:
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
+                                     broadcast_buffers=False,
+                                     find_unused_parameters=bool(cfg.get("find_unused_parameters", False)))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")  # env:// (RANK, WORLD_SIZE, MASTER_ADDR/PORT)
 
 
 def relaunch_distributed(argv: Sequence[str], gpus: int) -> int:
-    """Re-execute this script under torchrun with ``gpus`` processes."""
+    """Re-execute this script under torchrun with ``gpus`` processes on
+    this node (``--standalone``: a free rendezvous port, so that several
+    stages may run on one node at once); returns torchrun's exit status
+    (non-zero when any rank failed; torchrun then stops the others)."""
     script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}",
-           "--master_port", str(29500 + os.getpid() % 1000), str(script), *argv,
-           "--launcher", "pytorch"]
-    print("launching: " + " ".join(cmd), file=sys.stderr)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={gpus}", str(script), *argv, "--launcher", "pytorch"]
+    print("launching: " + " ".join(cmd), file=sys.stderr, flush=True)
     return subprocess.call(cmd)
 
 
@@ -302,13 +384,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     check_args(args)
-    if args.gpus > 1 and args.launcher == "none":
-        import torch
+    if args.launcher == "none":
+        # this process holds the work dir for its whole life (lock, job fingerprint,
+        # intact checkpoints); the ranks of a distributed run find it prepared
+        from oidseg.stage_dir import prepare_work_dir
 
-        if torch.cuda.device_count() < args.gpus:
-            raise InputError(f"--gpus {args.gpus} needs {args.gpus} visible CUDA GPUs, "
-                             f"found {torch.cuda.device_count()} (mmengine's DDP launcher "
-                             "is GPU-only; use --gpus 1 on the CPU)")
+        prepare_work_dir(args)
+    if args.gpus > 1 and args.launcher == "none":
+        check_distributed(args)
         rc = relaunch_distributed(argv, args.gpus)
         if rc:
             raise SystemExit(rc)
@@ -320,8 +403,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 def train_stage(args: argparse.Namespace) -> None:
     import torch
 
-    # our own checkpoints (mmengine's carry message-hub objects)
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    from oidseg.checkpoints import force_weights_only_load
+
+    force_weights_only_load()  # mmengine's own torch.load (resume) included
     if args.threads:
         torch.set_num_threads(args.threads)
     import oidseg.mmdet_ext  # noqa: F401  (registers our components)
@@ -330,22 +414,35 @@ def train_stage(args: argparse.Namespace) -> None:
     _register_hook()
     world_size = args.gpus if args.launcher == "pytorch" else 1
     cfg = build_config(args, world_size)
+    setup_distributed(args, cfg)
     info = cfg.pop("stage_info")
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     resume_from = latest_checkpoint(args.work_dir)
+    start_weights = None
     if resume_from:
+        from oidseg.stage_dir import checkpoint_iter
+
         done = checkpoint_iter(resume_from)
         if done is not None and done > args.iters:
             raise InputError(f"{resume_from}: checkpoint of iteration {done} is beyond --iters "
                              f"{args.iters}; delete {args.work_dir} to restart this stage")
         cfg.resume, cfg.load_from = True, resume_from
+        start = f"resume from {resume_from}"
+    else:
+        start_weights = starting_weights(args)
+        start = (f"{'backbone ' if start_weights.backbone else ''}weights from {start_weights.path}"
+                 if start_weights else "random initialisation")
     print(f"train: {args.config} iters={args.iters} lr={info['lr']:.6g} "
           f"images/iter={info['images_per_iter']} warmup={info['warmup_iters']} "
           f"classes={len(info['classes'])} aug={args.aug} skip={args.skip} "
-          f"device={'cuda' if torch.cuda.is_available() else 'cpu'} "
-          f"{'resume from ' + resume_from if resume_from else 'load from ' + str(cfg.load_from)}",
+          f"device={'cuda' if torch.cuda.is_available() else 'cpu'} {start}",
           file=sys.stderr)
+    from oidseg.train_hooks import PlainCheckpointHook
+
     runner = Runner.from_cfg(cfg)
+    runner.register_hook(PlainCheckpointHook(info["checkpoint_interval"]))
+    if start_weights is not None:
+        runner.register_hook(start_weights)
     runner.train()
     if runner.rank == 0:
         save_final(runner, args.out, info["classes"], cfg)

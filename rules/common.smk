@@ -85,12 +85,28 @@ def train_annotation(model):
     return f"{ANN}/{config['models'][model]['classes']}_train.pkl"
 
 
+def released_file(model):
+    """models.<M>.released: one of the original's 2019 checkpoints, or None."""
+    return config["models"][model].get("released")
+
+
 def final_checkpoint(model):
-    """A released checkpoint from the config, else the last trained stage."""
-    released = config["models"][model].get("checkpoint")
-    if released:
-        return released
+    """Our own checkpoint from the config (models.<M>.checkpoint), else the
+    converted released 2019 file (models.<M>.released, rules/released.smk),
+    else the last trained stage."""
+    ckpt = config["models"][model].get("checkpoint")
+    if ckpt:
+        return ckpt
+    if released_file(model):
+        return f"results/models/{model}/released.pth"
     return f"results/models/{model}/stage{len(config['models'][model]['stages'])}.pth"
+
+
+def trained_here(model):
+    """False for a model whose weights come from the config (checkpoint or
+    released): it has no training stages, logs or loss curves."""
+    spec = config["models"][model]
+    return not (spec.get("checkpoint") or spec.get("released"))
 
 
 # --------------------------------------------------------------- inference --

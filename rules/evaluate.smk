@@ -46,6 +46,7 @@ rule score:
     output:
         json="results/eval/{entry}.json",
         csv="results/eval/{entry}.per_class.csv",
+        pr="results/eval/{entry}.pr.npz",
     log:
         "logs/score/{entry}.log",
     benchmark:
@@ -63,7 +64,8 @@ rule score:
         " --masks-csv {input.masks_csv:q} --bbox-csv {input.bbox_csv:q}"
         " --labels-csv {input.labels_csv:q} --masks {params.mask_dir:q}"
         " --images {params.images:q} --image-ids {input.image_ids:q}"
-        " --out-json {output.json:q} --out-csv {output.csv:q} 2> {log:q}"
+        " --out-json {output.json:q} --out-csv {output.csv:q}"
+        " --out-pr {output.pr:q} 2> {log:q}"
 
 
 rule summarize_scores:
@@ -91,10 +93,11 @@ rule plot_report:
     input:
         summary="results/eval/summary.csv",
         per_class="results/eval/final.per_class.csv",
+        pr="results/eval/final.pr.npz",
         logs=[
             f"results/models/{m}/stage{s + 1}.log.jsonl"
             for m, spec in config["models"].items()
-            if not spec.get("checkpoint")
+            if trained_here(m)
             for s in range(len(spec["stages"]))
         ],
     output:
@@ -108,16 +111,23 @@ rule plot_report:
             caption="../report/loss_curves.rst",
             category="Training",
         ),
+        pr=report(
+            "results/eval/pr_curves.png",
+            caption="../report/pr_curves.rst",
+            category="Evaluation",
+        ),
     log:
         "logs/plot_report.log",
     conda:
         "../envs/annotations.yaml"
     params:
         script=script("plot_report.py"),
+        n_pr_classes=config["report"]["n_pr_classes"],
     shell:
         "exec python {params.script:q} --per-class {input.per_class:q}"
         " --logs {input.logs:q} --out-ap {output.ap:q} --out-loss {output.loss:q}"
-        " 2> {log:q}"
+        " --pr {input.pr:q} --n-pr-classes {params.n_pr_classes:q}"
+        " --out-pr {output.pr:q} 2> {log:q}"
 
 
 rule evaluate:

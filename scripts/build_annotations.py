@@ -137,7 +137,8 @@ def cmd_train(args) -> None:
 
 def cmd_images(args) -> None:
     hierarchy = _hierarchy(args)
-    ids = read_image_list(args.list, allow_no_rows=True)["ImageID"].tolist()
+    # a test list without images is an error here, not later at combine
+    ids = read_image_list(args.list, allow_no_rows=args.source != "test")["ImageID"].tolist()
     tables = [read_sizes_csv(p) for p in args.sizes_csv]
     records = image_list_records(ids, str(args.image_dir),
                                  _size_lookup(str(args.image_dir), tables), args.source)

@@ -2,7 +2,9 @@
 segmentation metric (SPEC section 8, ``oidseg.metric``).
 
 Writes ``--out-json`` (mAP, leaf mAP, parent mAP, per-class AP and counts)
-and ``--out-csv`` (``LabelName,DisplayName,AP,num_gt,kind``), both atomically.
+and ``--out-csv`` (``LabelName,DisplayName,AP,num_gt,kind``), both atomically,
+and with ``--out-pr`` the per-class precision/recall arrays the AP comes from
+(``.npz``, ``oidseg.visualize.write_pr_curves``; the report's PR curves).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from oidseg import metric  # noqa: E402
+from oidseg.visualize import write_pr_curves  # noqa: E402
 from oidseg.errors import atomic_write_text, run_cli  # noqa: E402
 from oidseg.hierarchy import Hierarchy, load_hierarchy  # noqa: E402
 
@@ -39,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", default=None, help="name recorded in the JSON (default: submission stem)")
     parser.add_argument("--out-json", required=True)
     parser.add_argument("--out-csv", required=True)
+    parser.add_argument("--out-pr", default=None,
+                        help="optional .npz: per-class precision/recall arrays (PR curves)")
     return parser.parse_args(argv)
 
 
@@ -104,11 +109,18 @@ def main(argv: list[str] | None = None) -> None:
     summary["seconds"] = round(time.perf_counter() - started, 2)
     json_text = json.dumps(summary, indent=1, allow_nan=False) + "\n"
     csv_text = per_class_csv(summary)
-    atomic_write_text(args.out_json, json_text)
+    if args.out_pr:  # first: on any later failure it is removed again
+        write_pr_curves(args.out_pr, result, hierarchy.names)
     try:
-        atomic_write_text(args.out_csv, csv_text)
+        atomic_write_text(args.out_json, json_text)
+        try:
+            atomic_write_text(args.out_csv, csv_text)
+        except BaseException:
+            Path(args.out_json).unlink(missing_ok=True)
+            raise
     except BaseException:
-        Path(args.out_json).unlink(missing_ok=True)
+        if args.out_pr:
+            Path(args.out_pr).unlink(missing_ok=True)
         raise
 
     def fmt(value: float | None) -> str:

@@ -3,8 +3,8 @@
     python scripts/expand.py --input A.csv --classes-json results/annotations/classes.json \
         [--parents-only] [--score-thr 0] --out B.csv
 
-Every triple with score > --score-thr gets one copy per ancestor class (same
-score text, same mask). Without --parents-only the original triples are kept
+Every triple with score >= --score-thr (the original drops only score < thres)
+gets one copy per ancestor class (same score text, same mask). Without --parents-only the original triples are kept
 too (parent model: 23 classes + grandparent copies); with it they are dropped
 (leaf ensemble -> the 25 parent/grandparent classes). Output per image: the
 kept originals in input order, then the copies in input order.
@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--parents-only", action="store_true", help="drop the original triples")
     parser.add_argument(
-        "--score-thr", type=float, default=0.0, help="keep triples with score > this (default 0)"
+        "--score-thr", type=float, default=0.0, help="keep triples with score >= this (default 0)"
     )
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)

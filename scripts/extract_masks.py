@@ -4,7 +4,9 @@
         --out-dir results/annotations/masks/train --flag results/annotations/masks/train.done
 
 Every member must be a PNG (signature and IHDR checked); members are written
-flat into --out-dir under their base name. A corrupt or missing zip or a
+flat into --out-dir under their base name. --out-dir is emptied first (its
+PNGs from an earlier run removed), so a mask removed from a zip does not
+survive a re-extraction. A corrupt or missing zip or a
 non-PNG member raises InputError naming the zip (and member); the flag file
 (the declared output: one line per zip with its member count) is written
 last and atomically, so it exists only after a complete extraction.
@@ -50,6 +52,29 @@ def extract_zip(zip_path: Path, out_dir: Path) -> int:
     return count
 
 
+def empty_out_dir(out_dir: Path) -> int:
+    """Create ``out_dir`` or remove what an earlier run left in it (PNGs of
+    masks since removed from the zips would otherwise survive and hide a
+    missing mask from the annotation stage's check). Only the PNGs and
+    temporary files this script writes are removed; anything else there is
+    an error, so a mistyped --out-dir cannot wipe a folder. Returns the
+    number of files removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    removed = 0
+    for entry in os.scandir(out_dir):
+        if entry.is_file(follow_symlinks=False) and (
+            entry.name.endswith(".png") or entry.name.endswith(".tmp")
+        ):
+            os.unlink(entry.path)
+            removed += 1
+        else:
+            raise InputError(
+                f"{out_dir}: output folder holds {entry.name!r}, which is not a mask PNG; "
+                "the folder is emptied before extraction, so it must hold only mask PNGs"
+            )
+    return removed
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zips", nargs="+", required=True, type=Path)
@@ -58,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.flag.exists():
         args.flag.unlink()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    removed = empty_out_dir(args.out_dir)
+    if removed:
+        print(f"{args.out_dir}: removed {removed} files of an earlier extraction", file=sys.stderr)
     lines = []
     for zip_path in args.zips:
         n = extract_zip(zip_path, args.out_dir)

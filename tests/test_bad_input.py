@@ -178,11 +178,12 @@ def test_empty_file(work, capsys):
     no_outputs(work)
 
 
-def test_header_only_test_list_gives_empty_shards(work, capsys):
+def test_header_only_test_list_is_rejected_in_annotation_stage(work, capsys):
+    # before: 25 empty shards were written and only combine failed, much later
     listing = work / "list.csv"
     listing.write_text("ImageID,ImageWidth,ImageHeight,PredictionString\n")
-    assert run_cli(BUILD.main, images_argv(work, listing)) == 0  # empty list is valid
-    assert len(list((work / "out").glob("*.pkl"))) == 25
+    fails(BUILD.main, images_argv(work, listing), capsys, str(listing), "header but no rows")
+    no_outputs(work)
 
 
 def test_duplicate_image_in_test_list(work, capsys):
@@ -243,6 +244,30 @@ def test_corrupt_zip(base, tmp_path, capsys):
     assert not flag.exists()
 
 
+def test_reextraction_drops_pngs_removed_from_the_zip(base, tmp_path, capsys):
+    import zipfile
+
+    src = base / "demo" / "masks" / f"{PREFIX['train']}0.zip"
+    with zipfile.ZipFile(src) as zf:
+        members = [(i.filename, zf.read(i)) for i in zf.infolist() if not i.is_dir()]
+    assert len(members) >= 2
+    zip_path = tmp_path / src.name
+    out_dir, flag = tmp_path / "masks", tmp_path / "train.done"
+    argv = ["--zips", str(zip_path), "--out-dir", str(out_dir), "--flag", str(flag)]
+    for kept in (members, members[1:]):  # the second zip lacks the first PNG
+        with zipfile.ZipFile(zip_path, "w") as zf:
+            for name, data in kept:
+                zf.writestr(name, data)
+        assert run_cli(EXTRACT.main, argv) == 0
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == sorted(Path(n).name for n, _ in members[1:])
+    assert flag.read_text().split("\t")[1].strip() == str(len(members) - 1)
+    # a folder holding something else is not wiped
+    (out_dir / "notes.txt").write_text("mine")
+    fails(EXTRACT.main, argv, capsys, str(out_dir), "notes.txt")
+    assert (out_dir / "notes.txt").exists() and not flag.exists()
+
+
 def test_non_png_member_in_zip(tmp_path, capsys):
     import zipfile
 
@@ -277,3 +302,30 @@ def test_real_cli_exit_status(work):
     assert proc.returncode == 2
     assert str(path) in proc.stderr and "'ImageID'" in proc.stderr
     no_outputs(work)
+
+
+# --------------------------------------------------------------------------- stale temporary files
+
+
+def test_stale_tmp_files_of_killed_jobs_are_removed(tmp_path):
+    import os
+    import time
+
+    from oidseg.errors import atomic_write_text
+
+    out = tmp_path / "shard.csv"
+    stale = tmp_path / ".shard.csv.k3j_x9a2.tmp"  # what mkstemp made for a killed job
+    fresh = tmp_path / ".shard.csv.abcdefgh.tmp"  # a writer that started after us
+    other = tmp_path / ".shard.csv.gz.k3j_x9a2.tmp"  # the tmp file of another output
+    foreign = tmp_path / ".shard.csv.notes.tmp"  # not an mkstemp name
+    for path in (stale, fresh, other, foreign):
+        path.write_bytes(b"x" * 1000)
+    old = time.time() - 3600
+    for path in (stale, other, foreign):
+        os.utime(path, (old, old))
+    atomic_write_text(out, "done\n")
+    assert out.read_text() == "done\n"
+    assert not stale.exists()
+    assert fresh.exists() and other.exists() and foreign.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == sorted(
+        p.name for p in (fresh, other, foreign))

@@ -73,13 +73,18 @@ def test_rerun_has_nothing_to_do_and_report_builds(run):
     snakemake("--report", "report.html", *TINY, cwd=run)
     html = (run / "report.html").read_text(errors="replace")
     assert "summary.csv" in html and "loss_curves.png" in html
+    # the figures of issue 14: masks drawn on images, PR curves beside the AP bars
+    assert '"Predictions"' in html and "predictions_val.png" in html
+    assert "predictions_test.png" in html and "pr_curves.png" in html
 
 
 def test_rerunning_one_shard_touches_only_its_descendants(run):
     proc = snakemake("-n", "--cores", "2", "all", "--forcerun", "results/inference/leaf/test/01.pkl", *TINY, cwd=run)
     counts = job_counts(proc.stdout)
     assert counts.pop("infer") == 1 and "train" not in counts
-    # the shard's own convert/expand/merge, then the test submission and its check
+    # the shard's own convert/expand/merge, then the test submission, its check
+    # and the figures drawn from it
     assert counts == {
-        "convert": 1, "expand_hierarchy": 1, "merge": 1, "combine": 1, "validate_submission": 1, "all": 1,
+        "convert": 1, "expand_hierarchy": 1, "merge": 1, "combine": 1, "validate_submission": 1,
+        "visualize": 1, "figures": 1, "all": 1,
     }

@@ -15,7 +15,7 @@ import torch
 from mmengine.registry import init_default_scope
 from pycocotools import mask as mask_util
 
-from oidseg.infer import tiny_cascade_config
+from tiny_model import tiny_cascade_config
 from oidseg.mmdet_ext.ensemble import (
     AugFrame,
     OIDEnsembleTTA,

@@ -95,3 +95,80 @@ def test_unknown_mid_in_hierarchy(tmp_path):
     tree = {"LabelName": ROOT_MID, "Subcategory": [{"LabelName": "/m/0zzz"}]}
     with pytest.raises(InputError, match="/m/0zzz"):
         load_hierarchy(*write(tmp_path, tree, [("/m/0aaa", "A")]))
+
+
+# --------------------------------------------------------------------------- bad input (issue 13)
+
+CYCLE_CLASSES = [("/m/0a", "A"), ("/m/0b", "B"), ("/m/0c", "C"), ("/m/0d", "D")]
+
+
+def test_cycle_is_a_clear_error(tmp_path):
+    # A > B > C and, elsewhere, C > A: a cycle A -> B -> C -> A (RecursionError before)
+    tree = {"LabelName": ROOT_MID, "Subcategory": [
+        {"LabelName": "/m/0a", "Subcategory": [
+            {"LabelName": "/m/0b", "Subcategory": [{"LabelName": "/m/0c"}]}]},
+        {"LabelName": "/m/0c", "Subcategory": [{"LabelName": "/m/0a"}]},
+        {"LabelName": "/m/0d"}]}
+    h, c = write(tmp_path, tree, CYCLE_CLASSES)
+    with pytest.raises(InputError, match=r"hierarchy.json: the hierarchy has a cycle") as err:
+        load_hierarchy(h, c)
+    message = str(err.value)
+    chain = message.split("cycle: ")[1].split(" (")[0].split(" -> ")
+    assert chain[0] == chain[-1] and set(chain) == {"/m/0a", "/m/0b", "/m/0c"}, message
+
+
+def test_self_loop_is_a_cycle(tmp_path):
+    tree = {"LabelName": ROOT_MID, "Subcategory": [
+        {"LabelName": "/m/0a", "Subcategory": [{"LabelName": "/m/0a"}]},
+        {"LabelName": "/m/0b"}, {"LabelName": "/m/0c"}, {"LabelName": "/m/0d"}]}
+    with pytest.raises(InputError, match=r"cycle: /m/0a -> /m/0a"):
+        load_hierarchy(*write(tmp_path, tree, CYCLE_CLASSES))
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path):
+    # 3,000 levels: json's own nesting limit (RecursionError before) -> InputError
+    depth = 3000
+    mids = [f"/m/0x{k}" for k in range(depth)]
+    h, c = tmp_path / "h.json", tmp_path / "c.csv"
+    text = "".join(f'{{"LabelName": "{m}", "Subcategory": [' for m in [ROOT_MID, *mids])
+    h.write_text(text + "]}" * (depth + 1))
+    c.write_text("".join(f"{m},N{m}\n" for m in mids))
+    with pytest.raises(InputError, match=r"h.json: hierarchy JSON is nested too deeply"):
+        load_hierarchy(h, c)
+
+
+def test_long_chain_ancestors(tmp_path):
+    # 400 levels (below json's limit): walked and expanded without recursion
+    depth = 400
+    mids = [f"/m/0x{k}" for k in range(depth)]
+    h, c = tmp_path / "h.json", tmp_path / "c.csv"
+    text = "".join(f'{{"LabelName": "{m}", "Subcategory": [' for m in [ROOT_MID, *mids])
+    h.write_text(text + "]}" * (depth + 1))
+    c.write_text("".join(f"{m},N{m}\n" for m in mids))
+    hier = load_hierarchy(h, c)
+    assert hier.ancestors[mids[-1]] == tuple(reversed(mids[:-1]))
+    assert hier.leaf_classes == [mids[-1]]
+
+
+@pytest.mark.parametrize("which", ["classes", "hierarchy"])
+def test_non_utf8_bytes_name_file_and_offset(tmp_path, which):
+    tree = {"LabelName": ROOT_MID, "Subcategory": [{"LabelName": "/m/0a", "DisplayName": "x"}]}
+    h, c = write(tmp_path, tree, [("/m/0a", "Caf\u00e9")])
+    path = c if which == "classes" else h
+    data = path.read_bytes()
+    offset = data.index(b"/m/0a") + 5  # right after the MID
+    path.write_bytes(data[:offset] + b"\xe9" + data[offset:])  # latin-1 'é': not UTF-8
+    with pytest.raises(InputError) as err:
+        load_hierarchy(h, c)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "not UTF-8" in message
+    assert f"byte offset {offset}" in message and "0xe9" in message
+
+
+def test_subcategory_of_wrong_type(tmp_path):
+    tree = {"LabelName": ROOT_MID, "Subcategory": [{"LabelName": "/m/0a", "Subcategory": "x"}]}
+    with pytest.raises(InputError, match="'Subcategory' of /m/0a is not a list"):
+        load_hierarchy(*write(tmp_path, tree, [("/m/0a", "A")]))
+    tree = {"LabelName": ROOT_MID, "Subcategory": ["/m/0a"]}
+    with pytest.raises(InputError, match="is not an object"):
+        load_hierarchy(*write(tmp_path, tree, [("/m/0a", "A")]))

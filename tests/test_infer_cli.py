@@ -16,7 +16,7 @@ import torch
 from pycocotools import mask as mask_util
 
 from oidseg.errors import InputError
-from oidseg.infer import tiny_cascade_config
+from tiny_model import tiny_cascade_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "infer.py"

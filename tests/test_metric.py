@@ -479,7 +479,7 @@ def test_evaluate_script_bad_inputs_exit_2_without_output(tmp_path, hierarchy, c
                           "0a0000000000000a,40,30,/m/l1 0.5\n")
     script = load_script()
     assert run_cli(script.main, cli_args(data, tmp_path, submission)) == 2
-    assert "row 1 / 0a0000000000000a" in capsys.readouterr().err
+    assert "row 2 / 0a0000000000000a" in capsys.readouterr().err  # header = row 1
     submission.write_text("ImageID,ImageWidth,ImageHeight,PredictionString\n"
                           "0a0000000000000a,40,30,/m/zz 0.5 eJwLAAAA\n")
     assert run_cli(script.main, cli_args(data, tmp_path, submission)) == 2
@@ -500,3 +500,131 @@ def test_evaluate_script_bad_inputs_exit_2_without_output(tmp_path, hierarchy, c
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "out" / "x.json").exists()
     assert not (tmp_path / "out" / "x.per_class.csv").exists()
+
+
+# --------------------------------------------------------------------------- fidelity (issue 12)
+
+
+def write_small_gt(folder: Path, image: str, size: tuple[int, int], masks, boxes) -> tuple:
+    """One image of ``size`` (w, h): ``masks`` = (label, box id, PNG array (0/1),
+    box xmin, xmax, ymin, ymax) rows, ``boxes`` = bbox rows (label, xmin, xmax,
+    ymin, ymax, group_of). Returns load_ground_truth's arguments (no JPEG: size_lookup)."""
+    hierarchy_json, classes_csv = write_hierarchy(folder)
+    (folder / "pngs").mkdir()
+    mask_rows = []
+    for label, box_id, png, *box in masks:
+        name = f"{image}_{label.replace('/', '')}_{box_id}.png"
+        cv2.imwrite(str(folder / "pngs" / name), (np.asarray(png, np.uint8) * 255))
+        mask_rows.append(f"{name},{image},{label},{box_id},{box[0]},{box[1]},{box[2]},{box[3]},0.9,")
+    (folder / "masks.csv").write_text(
+        "MaskPath,ImageID,LabelName,BoxID,BoxXMin,BoxXMax,BoxYMin,BoxYMax,PredictedIoU,Clicks\n"
+        + "".join(r + "\n" for r in mask_rows))
+    (folder / "bbox.csv").write_text("ImageID,LabelName,XMin,XMax,YMin,YMax,IsGroupOf\n" + "".join(
+        f"{image},{label},{x0},{x1},{y0},{y1},{g}\n" for label, x0, x1, y0, y1, g in boxes))
+    (folder / "labels.csv").write_text(f"ImageID,LabelName,Confidence\n{image},{L1},0\n")
+    w, h = size
+    return (folder / "masks.csv", folder / "bbox.csv", folder / "labels.csv",
+            load_hierarchy(hierarchy_json, classes_csv), [folder / "pngs"], folder,
+            lambda ids: (np.full(len(ids), w), np.full(len(ids), h)))
+
+
+def _load_gt(args) -> metric.GroundTruth:
+    *positional, lookup = args
+    return metric.load_ground_truth(*positional, size_lookup=lookup)
+
+
+# A 2 x 2 mask PNG with only pixel (row 1, col 1) set, at a 3 x 3 image.
+# Nearest at pixel centres maps output x to input floor((x + 0.5) * 2 / 3):
+# x = 0, 1, 2 -> 0, 1, 1, so the mask becomes rows 1-2 x cols 1-2 (4 pixels).
+# cv2.INTER_NEAREST maps floor(x * 2 / 3): 0, 0, 1 -> only pixel (2, 2).
+CORNER_2X2 = np.array([[0, 0], [0, 1]], np.uint8)
+BLOCK_3X3 = np.array([[0, 0, 0], [0, 1, 1], [0, 1, 1]], np.uint8)
+
+
+def test_mask_resize_samples_pixel_centres():
+    png = cv2.imencode(".png", CORNER_2X2 * 255)[1].tobytes()
+    got = metric.mask_utils.decode(metric.load_mask_rle(png, "m.png", 3, 3))
+    assert got.tolist() == BLOCK_3X3.tolist()
+    got = metric.mask_utils.decode(metric.resize_rle(metric.encode_mask(CORNER_2X2), 3, 3))
+    assert got.tolist() == BLOCK_3X3.tolist()
+    # PIL's nearest agrees (the convention of the official evaluator's tools)
+    from PIL import Image
+    pil = np.asarray(Image.fromarray(CORNER_2X2).resize((3, 3), Image.NEAREST))
+    assert pil.tolist() == BLOCK_3X3.tolist()
+
+
+def test_ground_truth_png_of_another_size_scored_at_pixel_centres(tmp_path, hierarchy):
+    # GT: L3 mask PNG 2 x 2 (CORNER_2X2) at a 3 x 3 image -> the 4-pixel block
+    # rows/cols 1-2. Detection: the L-shape (1,1), (1,2), (2,1): intersection 3,
+    # union 4 -> IoU 3/4 >= 0.5 -> TP, AP 1.0. (With INTER_NEAREST the GT would
+    # be pixel (2, 2) alone: IoU 0 -> FP, AP 0.0.)
+    image = "3d0000000000000d"
+    args = write_small_gt(tmp_path, image, (3, 3), [(L3, "b1", CORNER_2X2, 1 / 3, 1.0, 1 / 3, 1.0)],
+                          [(L3, 1 / 3, 1.0, 1 / 3, 1.0, 0)])
+    gt = _load_gt(args)
+    assert metric.mask_utils.decode(gt.inst_rle[0]).tolist() == BLOCK_3X3.tolist()
+    l_shape = BLOCK_3X3.copy()
+    l_shape[2, 2] = 0
+    result = metric.evaluate(metric.expand_ground_truth(gt, hierarchy),
+                             make_dets([(image, L3, 0.9, l_shape)]), CLASSES)
+    assert ap_of(result, L3) == 1.0
+
+
+def test_submission_mask_of_another_size_resized_at_pixel_centres(tmp_path, hierarchy):
+    # GT: the 3 x 3 block (PNG at the image size). The submission declares 2 x 2
+    # and sends CORNER_2X2: resized at pixel centres it is the block itself ->
+    # IoU 1 -> TP, AP 1.0 (INTER_NEAREST: pixel (2, 2), IoU 1/4 -> FP, AP 0.0).
+    image = "3d0000000000000d"
+    args = write_small_gt(tmp_path, image, (3, 3), [(L3, "b1", BLOCK_3X3, 1 / 3, 1.0, 1 / 3, 1.0)],
+                          [(L3, 1 / 3, 1.0, 1 / 3, 1.0, 0)])
+    gt = _load_gt(args)
+    sub = tmp_path / "sub.csv"
+    sub.write_text(f"ImageID,ImageWidth,ImageHeight,PredictionString\n"
+                   f"{image},2,2,{L3} 0.9 {kaggle_mask(CORNER_2X2)}\n")
+    dets = metric.read_submission(sub, gt, CLASSES)
+    assert metric.mask_utils.decode(dets.rle[0]).tolist() == BLOCK_3X3.tolist()
+    result = metric.evaluate(metric.expand_ground_truth(gt, hierarchy), dets, CLASSES)
+    assert ap_of(result, L3) == 1.0
+
+
+def test_two_masks_of_one_box_pair_with_two_box_rows(tmp_path, hierarchy):
+    # Image 10 x 10; two L3 objects annotated with the SAME box (the whole
+    # image): two bbox rows and two mask rows with equal coordinates. Masks:
+    # m0 = left half (cols 0-4), m1 = right half (cols 5-9).
+    # One-to-one pairing: 2 GT with masks, no box-only GT. Detections:
+    #   d1 0.9 cols 0-4: IoU(m0) = 1 -> TP
+    #   d2 0.8 cols 0-5: IoU(m0) = 50/60, IoU(m1) = 10/100; best m0 is taken -> FP
+    #   d3 0.7 cols 5-9: IoU(m1) = 1 -> TP
+    # ranked TP FP TP: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1; envelope
+    # 1, 2/3, 2/3 -> AP = 1/2 * 1 + 1/2 * 2/3 = 5/6 = 0.8333.
+    # (Pairing only the first mask row made the second bbox row a box-only GT:
+    # d2's tight box (cols 0-5) has box IoU 0.6 with it -> ignored -> AP 1.0.)
+    image = "3d0000000000000d"
+    masks = [(L3, "b1", rect(0, 10, 0, 5), 0.0, 1.0, 0.0, 1.0),
+             (L3, "b2", rect(0, 10, 5, 10), 0.0, 1.0, 0.0, 1.0)]
+    boxes = [(L3, 0.0, 1.0, 0.0, 1.0, 0), (L3, 0.0, 1.0, 0.0, 1.0, 0)]
+    args = write_small_gt(tmp_path, image, (10, 10), masks, boxes)
+    gt = _load_gt(args)
+    assert len(gt.inst_rle) == 2 and all(r is not None for r in gt.inst_rle)
+    result = metric.evaluate(metric.expand_ground_truth(gt, hierarchy), make_dets([
+        (image, L3, 0.9, rect(0, 10, 0, 5)), (image, L3, 0.8, rect(0, 10, 0, 6)),
+        (image, L3, 0.7, rect(0, 10, 5, 10))]), CLASSES)
+    assert ap_of(result, L3) == pytest.approx(5 / 6, abs=1e-12)
+
+
+def test_pairing_is_greedy_one_to_one_closest_first():
+    # box rows b0, b1 (same image/class), mask rows m0, m1, m2:
+    # |b0 - m0| = 0, |b0 - m1| = 0, |b1 - m0| = 0, |b1 - m1| = 0, m2 differs by 2e-6 from b1.
+    # Greedy in (distance, row order): (b0, m0), then (b1, m1); m2 stays unpaired.
+    bbox = pd_frame({"ImageID": ["a"] * 2, "LabelName": [L3] * 2, "XMin": [0.1, 0.1],
+                     "XMax": [0.5, 0.5], "YMin": [0.2, 0.2], "YMax": [0.6, 0.6]})
+    masks = pd_frame({"ImageID": ["a"] * 3, "LabelName": [L3] * 3, "BoxXMin": [0.1, 0.1, 0.1],
+                      "BoxXMax": [0.5, 0.5, 0.5], "BoxYMin": [0.2, 0.2, 0.2],
+                      "BoxYMax": [0.6, 0.6, 0.600002]})
+    b, m = metric._pair_masks_with_boxes(bbox, masks)
+    assert sorted(zip(b.tolist(), m.tolist())) == [(0, 0), (1, 1)]
+
+
+def pd_frame(columns: dict):
+    import pandas as pd
+    return pd.DataFrame(columns)

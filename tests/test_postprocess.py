@@ -167,9 +167,15 @@ def test_expand_two_parents_and_depth_two(classes_json):
     assert parents.split(" ") == (
         "/m/P1 0.800000 MC /m/P2 0.800000 MC /m/P3 0.700000 MF /m/G 0.700000 MF " "/m/G 0.500000 M3"
     ).split(" ")
-    # threshold: keep score > thr
+    # threshold: the original drops only score < thr, so a score EQUAL to it stays
     thr = expand_predictions(pred, classes.ancestors, parents_only=True, score_thr=0.7)
+    assert thr == "/m/P1 0.800000 MC /m/P2 0.800000 MC /m/P3 0.700000 MF /m/G 0.700000 MF"
+    thr = expand_predictions(pred, classes.ancestors, parents_only=True, score_thr=0.75)
     assert thr == "/m/P1 0.800000 MC /m/P2 0.800000 MC"
+    # threshold 0 (the seed's) keeps a 0.000000 triple too
+    zero = expand_predictions("/m/leafF 0.000000 MF", classes.ancestors, parents_only=False,
+                              score_thr=0.0)
+    assert zero == "/m/leafF 0.000000 MF /m/P3 0.000000 MF /m/G 0.000000 MF"
 
 
 def test_expand_file_and_unknown_label(classes_json, tmp_path):

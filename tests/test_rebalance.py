@@ -119,9 +119,13 @@ def test_cap_stops_the_middle_group():
                             ge1_from=1, middle_target=51, top_target=0, top_target_if_negative=0)
     result = build_list(data, params)
     c = per_image(result.order, data.n_images)
-    # 51 / 5 = 10 r 1 -> a count of 11 > 10: stop at rank 3; class 2 is not topped up
+    # 51 / 5 = 10 r 1 -> one image gets 11 > 10. The original writes the counts
+    # (10, 10, 10, 10, 11), then stops the middle group: class 2 is not topped up.
+    # Its ordering places only counts 1..10: the count-11 image is not in the round.
     assert result.cap_stops == [3]
-    assert c[62:67].sum() == 0 and c[50:62].sum() == 0
+    assert sorted(c[62:67]) == [0, 10, 10, 10, 10]
+    assert result.class_entries[0, 3] == 40
+    assert c[50:62].sum() == 0
     assert list(c[67:69]) == [10, 10]
     assert list(c[30:50]) == [1] * 20  # later groups still run
     # exactly at the cap is allowed: 50 / 5 = 10 each, then class 2 gets 50 / 12
@@ -131,6 +135,42 @@ def test_cap_stops_the_middle_group():
     assert list(c[62:67]) == [10] * 5
     assert sorted(c[50:62]) == [4] * 10 + [5] * 2
     assert c.max() == 10
+
+
+def test_cap_class_of_two_images_target_21_keeps_its_writes():
+    # issue 12's case: a middle class of 2 images with a target of 21:
+    # 21 // 2 = 10, 21 % 2 = 1 -> counts 10 and 11 are written, then the group
+    # stops; the count-10 image is placed 10 times, the count-11 one not at all
+    # (the original's ordering places counts 1..10). Class entries: 10 (not 0).
+    images = [[0]] * 30 + [[1]] * 2 + [[2]] * 1
+    data = dataset(images, 3)
+    # rank 2 = class 2 (rare: 10), rank 1 = class 1 (middle), rank 0 = class 0 (>= 1)
+    params = LeafListParams(rounds=(2, 2), reference_n_classes=3, rare_from=2, middle_from=1,
+                            ge1_from=0, middle_target=21)
+    result = build_list(data, params)
+    c = per_image(result.order, data.n_images)
+    assert result.cap_stops == [1]
+    assert sorted(c[30:32]) == [0, 10]
+    assert result.class_entries[0, 1] == 10
+    assert c[32] == 10
+
+
+def test_middle_cap_count_still_counts_for_later_groups():
+    # class 2 (middle, 2 images 30, 31) hits the cap with 21 -> counts 10, 11.
+    # Both images also hold class 0 (top, target 25): its sum already has 21,
+    # so 25 - 21 = 4 of its 28 free images get 1 (the count-11 image is not
+    # free and is dropped from the round at the end).
+    images = [[0]] * 28 + [[0, 2]] * 2 + [[1]] * 3
+    data = dataset(images, 3)
+    params = LeafListParams(rounds=(2, 2), reference_n_classes=3, rare_from=3, middle_from=1,
+                            ge1_from=1, middle_target=21, top_target=25)
+    result = build_list(data, params)
+    c = per_image(result.order, data.n_images)
+    assert list(result.ranked) == [0, 1, 2]
+    # rank 2 = class 2: 21 over 2 -> 10 and 11 -> stop; rank 1 (class 1) not topped up
+    assert result.cap_stops == [2]
+    assert sorted(c[28:30]) == [0, 10] and c[30:33].sum() == 0
+    assert c[0:28].sum() == 4 and set(c[0:28]) <= {0, 1}
 
 
 def parent_data(stop_rank_class: int) -> tuple[ImageLabels, list[str]]:
@@ -216,8 +256,50 @@ def test_leaf_list_ignores_v5test_images_also_for_ranking():
     assert list(per_image(result.order, 15)[:10]) == [1] * 10
     over = build_list(data, OversampledListParams(rounds=(9, 9), reference_n_classes=2,
                                                   rare_from=2, middle_from=2, ge1_from=1))
-    assert list(over.ranked) == [1, 0]
+    assert list(over.ranked) == [0, 1]  # the oversampled list ranks by train images too
     assert list(per_image(over.order, 15)) == [1] * 15
+
+
+def test_oversampled_list_ranks_classes_by_train_images_only():
+    # class 0: 6 train images (0..5); class 1: 4 train (6..9) + 5 V5-test (10..14);
+    # class 2: 2 V5-test images only (15, 16). The original ranks by
+    # tr_leaves_nodup.cat.value_counts(): class 0 (6) rank 0, class 1 (4) rank 1;
+    # class 2 has no train image and is not ranked at all (no rule).
+    # Rank 0 top (target 5000: all 6 free train images once), rank >= 1 rare
+    # (train 8, test 10). Counting test images too would rank class 1 (9) first.
+    images = [[0]] * 6 + [[1]] * 9 + [[2]] * 2
+    data = dataset(images, 3, test=set(range(10, 17)))
+    params = OversampledListParams(rounds=(9, 9), reference_n_classes=3, rare_from=1,
+                                   middle_from=1, ge1_from=1)
+    result = build_list(data, params)
+    assert list(result.ranked[:2]) == [0, 1]
+    assert list(result.class_images) == [6, 4, 0]
+    c = per_image(result.order, data.n_images)
+    assert list(c) == [1] * 6 + [8] * 4 + [10] * 5 + [0, 0]
+
+
+def test_oversampled_middle_test_count_is_set_before_the_loop():
+    # The original sets EVERY test image of every middle class to 5 before the
+    # middle loop (an assignment): also one already at 10 from a rare class,
+    # and also in a class after the one where the cap stops.
+    # class 3 (rare, rank 3): train 0, test 1; class 2 (middle, rank 2): train
+    # 2, 3 + test 1 (shared with class 3) -> 1 is set to 5; target 25 - 5 = 20
+    # over 2 free -> 10, 10 (no cap); class 1 (middle, rank 1): train 4, 12, test 5;
+    # class 0 (top, rank 0): train 6..11. Class 1 has a second train image (12).
+    images = [[3], [3, 2], [2], [2], [1], [1], [0], [0], [0], [0], [0], [0], [1]]
+    data = dataset(images, 4, test={1, 5})
+    params = OversampledListParams(rounds=(9, 9), reference_n_classes=4, rare_from=3,
+                                   middle_from=1, ge1_from=1, middle_target=25,
+                                   middle_target_if_negative=3, top_target=2)
+    result = build_list(data, params)
+    # train images per class: 0: 6, 1: 2 (4, 12), 2: 2 (2, 3), 3: 1 (0)
+    assert list(result.ranked) == [0, 1, 2, 3]
+    c = per_image(result.order, data.n_images)
+    assert c[0] == 8 and c[1] == 5  # rare: train 8; the test image's 10 is SET to 5
+    assert list(c[2:4]) == [10, 10]  # class 2: 25 - 5 = 20 over 2 -> 10 each
+    assert c[5] == 5  # class 1's test image: 5 (set before the loop)
+    # class 1: 25 - 5 = 20 over train images 4, 12 -> 10 each
+    assert c[4] == 10 and c[12] == 10
 
 
 def test_rank_ties_go_to_the_lower_class_index():

@@ -90,7 +90,7 @@ BAD_CASES = {
     "unknown label": (
         [0, 1],
         f"img3,4,7,/m/zzz 0.5 {encoded(7, 4)}",
-        r"row 4 / img3: prediction 1 \(/m/zzz\): unknown LabelName",
+        r"row 4 / img3: prediction 1 \(/m/zzz\): unknown class '/m/zzz'",
     ),
     "confidence above 1": (
         [0, 1],
@@ -102,7 +102,7 @@ BAD_CASES = {
         f"img3,4,7,/m/b -0.1 {encoded(7, 4)}",
         r"row 4 / img3: .*outside",
     ),
-    "nan confidence": ([0, 1], f"img3,4,7,/m/b nan {encoded(7, 4)}", r"row 4 / img3: .*outside"),
+    "nan confidence": ([0, 1], f"img3,4,7,/m/b nan {encoded(7, 4)}", r"row 4 / img3: .*not a number"),
     "text confidence": (
         [0, 1],
         f"img3,4,7,/m/b high {encoded(7, 4)}",
@@ -134,7 +134,7 @@ BAD_CASES = {
         "img3,4,7,/m/b 0.5",
         r"row 4 / img3: PredictionString has 2 fields",
     ),
-    "bad size": ([0, 1], "img3,0,7,", r"row 4 / img3: ImageWidth/ImageHeight"),
+    "bad size": ([0, 1], "img3,0,7,", r"row 4 / img3: ImageWidth '0' is not a positive integer"),
     "three fields": ([0, 1], "img3,4,7", r"row 4 / img3: 3 fields, expected 4"),
 }
 

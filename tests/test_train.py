@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from oidseg.mmdet_ext.dataset import make_synthetic_dataset
-from oidseg.train import build_config, build_parser, set_num_classes, stage_lr
+from oidseg.mmdet_ext.model_cfg import set_num_classes
+from oidseg.train import build_config, build_parser, stage_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train.py"

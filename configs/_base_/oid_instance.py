@@ -15,8 +15,11 @@ backend_args = None
 train_scale_multiscale = [(1333, 640), (1333, 960)]
 # P1 stage 1: single scale 1333x800
 train_scale_single = (1333, 800)
-# P1 stages 2/3 image-only augmentation
+# P1 stages 2/3 image-only augmentation: the original's albumentations
+# Cutout(max_h_size=64, p=0.5) with the defaults num_holes=8, max_w_size=8:
+# 8 holes of 64 (height) x 8 (width) pixels
 cutout_max_px = 64
+cutout_hole_size = (cutout_max_px, 8)
 
 _load = [
     # stored pixel order, no EXIF rotation: the pickles' width/height and the
@@ -30,7 +33,7 @@ _pack = [
     dict(type='PackDetInputs'),
 ]
 _photometric = [
-    dict(type='RandomCutOut', prob=0.5, max_size=cutout_max_px),
+    dict(type='RandomCutOut', prob=0.5, n_holes=8, hole_size=cutout_hole_size),
     dict(type='RandomBrightnessContrast', prob=0.5, brightness=0.3,
          contrast=0.3),
     dict(type='RandomJPEG', prob=0.5, quality_range=(80, 99)),

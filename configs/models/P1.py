@@ -12,3 +12,13 @@ model = dict(
 
 train_pipeline = {{_base_.train_pipelines.single}}
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+
+# Stages 2/3 (--aug photometric): the original's _parent_lr5 / _parent_lr50
+# configs list img_scale=[(1333, 640), (1333, 960)] WITHOUT
+# multiscale_mode='range', so the 2019 code picked ONE of the two scales per
+# image (short side 640 or 960), not a uniform range as the leaf models'
+# 'multiscale': RandomChoiceResize instead of RandomResize.
+train_pipelines = dict(photometric=[
+    dict(type='RandomChoiceResize', scales=step['scale'], keep_ratio=step['keep_ratio'])
+    if step['type'] == 'RandomResize' else step
+    for step in _base_.train_pipelines.photometric])

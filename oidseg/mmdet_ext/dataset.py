@@ -123,6 +123,38 @@ class OIDSegDataset(BaseDetDataset):
         """Keep every record: training lists index ``data_list`` directly."""
         return self.data_list
 
+    def prepare_data(self, idx: int) -> Any:
+        """The pipeline's sample; an image that is missing or cannot be
+        decoded (a truncated JPEG) raises :class:`InputError` naming it and
+        the annotation pickle, not mmcv's ``AssertionError``. Any other
+        failure of the pipeline is re-raised as it is. (A JPEG cut short
+        after its first scan lines decodes, grey at the bottom, as with
+        OpenCV everywhere; nothing checks images beyond that.)"""
+        try:
+            return super().prepare_data(idx)
+        except InputError:
+            raise
+        except Exception as exc:
+            info = self.get_data_info(idx)
+            problem = unreadable_image(info["img_path"])
+            if problem is None:
+                raise
+            raise InputError(f"{info['img_path']}: training image {info['img_id']} {problem} "
+                             f"(listed in {self.ann_file}; {type(exc).__name__}: {exc})") from None
+
+
+def unreadable_image(path: str) -> str | None:
+    """Why ``path`` cannot be used as an image (None: it decodes)."""
+    import cv2
+
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        return f"is missing or unreadable ({exc.strerror or exc})"
+    if data.size == 0 or cv2.imdecode(data, cv2.IMREAD_COLOR) is None:
+        return "cannot be decoded (truncated or corrupt)"
+    return None
+
 
 # --------------------------------------------------------------------------
 # Synthetic data in the same pickle format, for tests and benchmarks.
@@ -177,7 +209,8 @@ def make_synthetic_dataset(out_dir: str, n_images: int, n_classes: int = 3, seed
                 cv2.fillPoly(full, [pts], 1)
             img[full > 0] = COLOURS_BGR[label // len(SHAPES)]
             ys, xs = np.nonzero(full)
-            small = cv2.resize(full, (mask_w, mask_h), interpolation=cv2.INTER_NEAREST) * 255
+            # nearest at pixel centres, the convention LoadOIDAnnotations reads back with
+            small = cv2.resize(full, (mask_w, mask_h), interpolation=cv2.INTER_NEAREST_EXACT) * 255
             mask_file = f"{img_id}_syn{label:02d}_{k}.png"
             cv2.imwrite(osp.join(mask_dir, mask_file), small)
             instances.append({"bbox": [float(xs.min()), float(ys.min()), float(xs.max() + 1),

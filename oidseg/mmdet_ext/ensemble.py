@@ -39,7 +39,7 @@ forward, detection selection, mask maps, paste + RLE) so each is testable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 import mmcv
@@ -56,6 +56,8 @@ from mmengine.model import BaseModule
 from pycocotools import mask as mask_util
 from torch import Tensor, nn
 
+from oidseg.mmdet_ext.legacy import uses_v1_boxes
+
 # Bytes of float32 pasted masks per chunk on a GPU (CPU pastes box regions only).
 _GPU_PASTE_BYTES = 1 << 28
 
@@ -68,19 +70,22 @@ class AugFrame:
     scale_factor: tuple[float, float]  # (w_scale, h_scale)
     img_shape: tuple[int, int]  # resized (h, w), before padding
     flip: bool
+    # 1.0 for a detector with the 2019 "+1" box convention (inclusive pixel
+    # boxes, flipped as x' = W - 1 - x, mmdet v1 ``bbox_flip``); else 0.0
+    flip_offset: float = 0.0
 
     def to_frame(self, boxes: Tensor) -> Tensor:
         """Original-image xyxy boxes (n, 4k) -> this frame."""
         out = boxes.reshape(-1, 4) * boxes.new_tensor(self.scale_factor * 2)
         if self.flip:
-            out = flip_boxes(out, self.img_shape[1])
+            out = flip_boxes(out, self.img_shape[1] - self.flip_offset)
         return out.reshape(boxes.shape)
 
     def from_frame(self, boxes: Tensor) -> Tensor:
         """This frame's xyxy boxes (n, 4k) -> original image (un-flip, then un-scale)."""
         out = boxes.reshape(-1, 4)
         if self.flip:
-            out = flip_boxes(out, self.img_shape[1])
+            out = flip_boxes(out, self.img_shape[1] - self.flip_offset)
         out = out / out.new_tensor(self.scale_factor * 2)
         return out.reshape(boxes.shape)
 
@@ -288,7 +293,8 @@ class OIDEnsembleTTA(BaseModule):
                 data = det.data_preprocessor(dict(inputs=[tensor], data_samples=[sample]), training=False)
                 sample = data["data_samples"][0]
                 feats = det.extract_feat(data["inputs"])
-                runs.append(_Run(det, frame, sample.metainfo, feats))
+                det_frame = replace(frame, flip_offset=1.0) if uses_v1_boxes(det) else frame
+                runs.append(_Run(det, det_frame, sample.metainfo, feats))
         return runs
 
     def _proposals(self, runs: Sequence[_Run]) -> tuple[Tensor, Tensor]:

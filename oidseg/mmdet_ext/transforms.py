@@ -3,12 +3,13 @@
 - ``LoadOIDAnnotations``: boxes and labels from the record (mmdet's
   ``LoadAnnotations``) and the instance masks read lazily from their PNGs
   (``mask_dir/mask_file``). Open Images mask PNGs are NOT the image's size
-  (SPEC section 2): each is binarised (> 0) and resized, nearest neighbour,
-  to the loaded image's width x height.
+  (SPEC section 2): each is binarised (> 0) and resized, nearest neighbour
+  sampled at pixel centres, to the loaded image's width x height.
 - ``RandomCutOut``, ``RandomBrightnessContrast``, ``RandomJPEG``: the
   image-only augmentation of P1's stages 2/3 (SPEC section 5): cutout p 0.5
-  with holes up to 64 px, brightness/contrast 0.3 p 0.5, JPEG re-encoding at
-  quality 80..99 p 0.5. Boxes and masks are untouched.
+  with albumentations 0.x ``Cutout`` defaults (8 holes of 64 x 8 px),
+  brightness/contrast 0.3 p 0.5, JPEG re-encoding at quality 80..99 p 0.5.
+  Boxes and masks are untouched.
 
 Randomness comes from numpy's global generator, which mmengine seeds per
 process and per dataloader worker (``randomness.seed``).
@@ -29,9 +30,16 @@ from mmengine import fileio
 from oidseg.errors import InputError
 
 
+#: mask PNGs of another size than their image: nearest neighbour sampled at
+#: pixel centres (output x <- input floor((x + 0.5) * in / out)), the
+#: convention of the metric's ground truth (oidseg.metric.MASK_RESIZE)
+MASK_RESIZE = cv2.INTER_NEAREST_EXACT
+
+
 def read_binary_mask(path: str, height: int, width: int,
                      backend_args: dict | None = None) -> np.ndarray:
-    """Read one mask PNG; binarise (> 0); resize (nearest) to ``height x width``.
+    """Read one mask PNG; binarise (> 0); resize (nearest at pixel centres)
+    to ``height x width``.
 
     Returns a uint8 array of 0/1. A missing or undecodable file raises
     :class:`InputError` naming it.
@@ -47,7 +55,7 @@ def read_binary_mask(path: str, height: int, width: int,
         mask = mask.max(axis=2)
     mask = (mask > 0).astype(np.uint8)
     if mask.shape != (height, width):
-        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+        mask = cv2.resize(mask, (width, height), interpolation=MASK_RESIZE)
     return mask
 
 
@@ -78,33 +86,48 @@ def _as_uint8(img: np.ndarray) -> np.ndarray:
 
 @TRANSFORMS.register_module()
 class RandomCutOut(BaseTransform):
-    """With probability ``prob`` fill ``n_holes`` rectangles with ``fill``;
-    each hole's width and height are uniform integers in 1..``max_size``
-    and its centre uniform in the image (clipped at the border)."""
+    """albumentations 0.x ``Cutout`` (the original's ``Cutout(max_h_size=64,
+    p=0.5)``, whose other arguments keep albumentations' defaults
+    ``num_holes=8, max_w_size=8``, fill 0).
 
-    def __init__(self, prob: float = 0.5, max_size: int = 64, n_holes: int = 1,
-                 fill: int = 0) -> None:
-        if not 0 <= prob <= 1 or max_size < 1 or n_holes < 1:
+    With probability ``prob`` fill ``n_holes`` rectangles with ``fill``. Each
+    hole has a centre ``(cy, cx)`` drawn uniformly from the integers 0..H and
+    0..W (both ends inclusive, as ``random.randint``) and covers rows
+    ``cy - h // 2 .. cy + h // 2`` and columns ``cx - w // 2 .. cx + w // 2``
+    (end exclusive) clipped to the image, ``(h, w) = hole_size``: a FIXED
+    size (despite albumentations' "max" names), 64 x 8 pixels by default.
+    """
+
+    def __init__(self, prob: float = 0.5, n_holes: int = 8,
+                 hole_size: tuple[int, int] = (64, 8), fill: int = 0) -> None:
+        h, w = (int(v) for v in hole_size)
+        if not 0 <= prob <= 1 or n_holes < 1 or h < 1 or w < 1:
             raise ValueError(f"RandomCutOut: bad parameters prob={prob} "
-                             f"max_size={max_size} n_holes={n_holes}")
-        self.prob, self.max_size, self.n_holes, self.fill = prob, max_size, n_holes, fill
+                             f"n_holes={n_holes} hole_size={hole_size}")
+        self.prob, self.n_holes, self.hole_size, self.fill = prob, n_holes, (h, w), fill
+
+    def holes(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """``n_holes`` random holes ``(y1, y2, x1, x2)`` for an image of that size."""
+        h, w = self.hole_size
+        out = []
+        for _ in range(self.n_holes):
+            cy, cx = np.random.randint(0, height + 1), np.random.randint(0, width + 1)
+            out.append((int(np.clip(cy - h // 2, 0, height)), int(np.clip(cy + h // 2, 0, height)),
+                        int(np.clip(cx - w // 2, 0, width)), int(np.clip(cx + w // 2, 0, width))))
+        return out
 
     def transform(self, results: dict) -> dict:
         if np.random.rand() >= self.prob:
             return results
         img = results["img"].copy()
-        h, w = img.shape[:2]
-        for _ in range(self.n_holes):
-            hw, hh = np.random.randint(1, self.max_size + 1, size=2)
-            cx, cy = np.random.randint(0, w), np.random.randint(0, h)
-            x1, y1 = max(cx - hw // 2, 0), max(cy - hh // 2, 0)
-            img[y1:min(y1 + hh, h), x1:min(x1 + hw, w)] = self.fill
+        for y1, y2, x1, x2 in self.holes(*img.shape[:2]):
+            img[y1:y2, x1:x2] = self.fill
         results["img"] = img
         return results
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(prob={self.prob}, max_size={self.max_size}, "
-                f"n_holes={self.n_holes}, fill={self.fill})")
+        return (f"{type(self).__name__}(prob={self.prob}, n_holes={self.n_holes}, "
+                f"hole_size={self.hole_size}, fill={self.fill})")
 
 
 @TRANSFORMS.register_module()

@@ -1,0 +1,365 @@
+"""Masks drawn on images: ground truth beside the submitted masks.
+
+The predictions come from the Kaggle CSVs the workflow writes (their
+``EncodedMask`` decoded with :func:`oidseg.kaggle.decode_mask` and
+pycocotools), so a figure shows exactly what is submitted. Every class has
+its own colour (:func:`class_colours`); a mask is blended into the image at
+:data:`MASK_ALPHA` and outlined in the full colour; the display name (and the
+score of a prediction) is written at the object's top-left corner. Group-of
+and box-only ground truth are dashed boxes.
+
+Figures are matplotlib grids: :func:`plot_pairs` (ground truth | submission,
+several pairs per row) and :func:`plot_predictions` (submission only).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from oidseg.errors import InputError, atomic_path
+from oidseg.kaggle import decode_mask, iter_shard, parse_score
+
+#: opacity of a mask over the image
+MASK_ALPHA = 0.55
+#: matplotlib's tab10 (without its grey), then golden-ratio hues
+_BASE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                 "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+#: panel size in inches and figure resolution
+PANEL_INCHES = 2.8
+DPI = 100
+
+
+@dataclass
+class Instance:
+    """One object to draw: a mask (bool [h, w]) and/or a pixel box."""
+
+    label: str  # class MID
+    mask: np.ndarray | None  # bool [h, w] at the image size, None: box only
+    box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 pixels
+    score: float | None = None  # predictions only
+    group_of: bool = False
+
+
+@dataclass
+class Panel:
+    """One image with its instances and a title."""
+
+    image: np.ndarray  # uint8 RGB [h, w, 3]
+    instances: list[Instance]
+    title: str
+
+
+# --------------------------------------------------------------------------- colours
+
+
+def class_colours(classes: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """A distinct RGB colour (0-255) per class, fixed by its position in
+    ``classes`` (the class-description order)."""
+    colours = {}
+    for k, mid in enumerate(classes):
+        if k < len(_BASE_COLOURS):
+            text = _BASE_COLOURS[k]
+            rgb = tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
+        else:
+            hue = (k * 0.6180339887) % 1.0
+            rgb = tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue, 0.85, 0.9))
+        colours[mid] = rgb
+    return colours
+
+
+def blend(image: np.ndarray, colour: Sequence[int], alpha: float = MASK_ALPHA) -> np.ndarray:
+    """``image`` pixels blended with ``colour`` (uint8): what a mask pixel shows."""
+    mixed = (1.0 - alpha) * image.astype(np.float64) + alpha * np.asarray(colour, np.float64)
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
+def draw_masks(image: np.ndarray, instances: Iterable[Instance],
+               colours: dict[str, tuple[int, int, int]]) -> np.ndarray:
+    """A copy of ``image`` (uint8 RGB) with each mask blended in its class
+    colour and outlined (1 px) in the full colour, in the given order (later
+    instances on top)."""
+    out = image.copy()
+    for inst in instances:
+        if inst.mask is None or not inst.mask.any():
+            continue
+        colour = colours[inst.label]
+        out[inst.mask] = blend(out[inst.mask], colour)
+        contours, _ = cv2.findContours(inst.mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in colour), 1)
+    return out
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def read_image(path: str | Path, image_id: str) -> np.ndarray:
+    """An image as uint8 RGB; a missing or unreadable file is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} / {image_id}: image is missing")
+    data = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if data is None:
+        raise InputError(f"{path} / {image_id}: image is unreadable")
+    return cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
+
+
+@dataclass
+class SubmittedImage:
+    """The predictions of one CSV row, not yet decoded."""
+
+    row: int
+    image_id: str
+    width: int
+    height: int
+    labels: list[str]
+    scores: np.ndarray
+    encoded: list[str]
+
+
+def parse_row(path: Path, row, known: set[str]) -> SubmittedImage:
+    """A :class:`oidseg.kaggle.ShardRow` -> :class:`SubmittedImage`; unknown
+    classes and bad scores name the file, row and value."""
+    where = f"{path}: row {row.row} / {row.image_id}"
+    parts = row.predictions.split()
+    if len(parts) % 3:
+        raise InputError(f"{where}: PredictionString has {len(parts)} fields, "
+                         "not triples 'LabelName Confidence EncodedMask'")
+    labels = parts[0::3]
+    unknown = [name for name in labels if name not in known]
+    if unknown:
+        raise InputError(f"{where}: unknown class {unknown[0]!r}")
+    try:
+        scores = np.asarray([parse_score(text) for text in parts[1::3]], dtype=np.float64)
+    except ValueError as exc:
+        raise InputError(f"{where}: a Confidence is not a finite number ({exc})") from exc
+    return SubmittedImage(row.row, row.image_id, row.width, row.height, labels, scores,
+                          parts[2::3])
+
+
+def read_submission_rows(path: str | Path, image_ids: Sequence[str],
+                         known_classes: Iterable[str]) -> dict[str, SubmittedImage]:
+    """The rows of ``image_ids`` in a Kaggle CSV (streamed; other rows are
+    not parsed). An image without a row has no predictions."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: submission file is missing")
+    wanted, known = set(image_ids), set(known_classes)
+    found: dict[str, SubmittedImage] = {}
+    for row in iter_shard(path):
+        if row.image_id in wanted:
+            if row.image_id in found:
+                raise InputError(f"{path}: row {row.row}: duplicate ImageID {row.image_id!r}")
+            found[row.image_id] = parse_row(path, row, known)
+    return found
+
+
+def first_rows_with_predictions(path: str | Path, n: int, known_classes: Iterable[str],
+                                score_thr: float) -> list[SubmittedImage]:
+    """The first ``n`` rows (file order) with a prediction scoring at least
+    ``score_thr``; when fewer exist, the first rows without one fill up."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: submission file is missing")
+    known = set(known_classes)
+    chosen: list[SubmittedImage] = []
+    fallback: list[SubmittedImage] = []
+    for row in iter_shard(path):
+        item = parse_row(path, row, known)
+        if (item.scores >= score_thr).any():
+            chosen.append(item)
+            if len(chosen) == n:
+                break
+        elif len(fallback) < n:
+            fallback.append(item)
+    return chosen + fallback[: n - len(chosen)]
+
+
+def decode_predictions(item: SubmittedImage, height: int, width: int, score_thr: float,
+                       *, where: str) -> list[Instance]:
+    """The predictions of ``item`` scoring at least ``score_thr``, masks
+    decoded at the submitted size and resized (nearest) to ``height x width``
+    when the image differs; lowest score first (drawn first)."""
+    keep = np.flatnonzero(item.scores >= score_thr)
+    keep = keep[np.argsort(item.scores[keep], kind="stable")]
+    instances = []
+    for k in keep:
+        try:
+            counts = decode_mask(item.encoded[k])
+            mask = mask_utils.decode({"size": [item.height, item.width], "counts": counts})
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{where}: detection {k + 1}: EncodedMask cannot be decoded "
+                             f"at {item.height} x {item.width} ({exc})") from None
+        if mask.shape != (height, width):
+            mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+        instances.append(Instance(label=item.labels[k], mask=mask.astype(bool),
+                                  score=float(item.scores[k])))
+    return instances
+
+
+def ground_truth_instances(gt, image_index: int) -> list[Instance]:
+    """Instances of one image of an (unexpanded) ``oidseg.metric.GroundTruth``:
+    masks, plus a pixel box for group-of and box-only rows."""
+    height, width = int(gt.heights[image_index]), int(gt.widths[image_index])
+    out = []
+    for i in np.flatnonzero(gt.inst_image == image_index):
+        rle = gt.inst_rle[i]
+        mask = mask_utils.decode(rle).astype(bool) if rle is not None else None
+        has_mask = mask is not None and mask.any()
+        box = None
+        if gt.inst_group_of[i] or not has_mask:
+            ymin, xmin, ymax, xmax = gt.inst_box[i]
+            box = (xmin * width, ymin * height, xmax * width, ymax * height)
+        out.append(Instance(label=str(gt.inst_label[i]), mask=mask if has_mask else None,
+                            box=box, group_of=bool(gt.inst_group_of[i])))
+    return out
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _mask_box(mask: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.nonzero(mask)
+    return float(xs.min()), float(ys.min())
+
+
+def _draw_panel(ax, panel: Panel, colours: dict, names: dict[str, str]) -> None:
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(draw_masks(panel.image, panel.instances, colours), interpolation="nearest")
+    for inst in panel.instances:
+        rgb = np.asarray(colours[inst.label]) / 255.0
+        text = names.get(inst.label) or inst.label
+        if inst.score is not None:
+            text = f"{text} {inst.score:.2f}"
+        if inst.box is not None:
+            x0, y0, x1, y1 = inst.box
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=rgb,
+                                   linestyle="--", linewidth=1.2))
+            text += " (group)" if inst.group_of else ("" if inst.mask is not None else " (box)")
+            anchor = (x0, y0)
+        elif inst.mask is not None:
+            anchor = _mask_box(inst.mask)
+        else:
+            continue
+        # above the object, or just inside it at the image's top edge
+        inside = anchor[1] < 0.06 * panel.image.shape[0]
+        ax.text(anchor[0], anchor[1], text, fontsize=5.5, color="white",
+                va="top" if inside else "bottom", ha="left", clip_on=True,
+                bbox={"facecolor": rgb, "alpha": 0.8, "pad": 0.8, "linewidth": 0})
+    ax.set_title(panel.title, fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_grid(panels: Sequence[Panel | None], ncols: int, out: str | Path, *,
+              colours: dict, names: dict[str, str], title: str) -> tuple[int, int]:
+    """Panels in a grid (``None`` leaves a cell empty), saved atomically as a
+    PNG; returns its (width, height) in pixels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+                             figsize=(PANEL_INCHES * ncols, PANEL_INCHES * nrows + 0.4))
+    for k, ax in enumerate(axes.ravel()):
+        if k < len(panels) and panels[k] is not None:
+            _draw_panel(ax, panels[k], colours, names)
+        else:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
+        size = fig.canvas.get_width_height()
+    finally:
+        plt.close(fig)
+    return int(size[0]), int(size[1])
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def choose_images(image_ids: Sequence[str], has_mask: Callable[[str], bool], n: int) -> list[str]:
+    """The first ``n`` of ``image_ids`` (their order), images with mask
+    ground truth before the others."""
+    ids = list(image_ids)
+    with_mask = [i for i in ids if has_mask(i)]
+    chosen = set(with_mask)
+    return (with_mask + [i for i in ids if i not in chosen])[:n]
+
+
+# --------------------------------------------------------------------------- PR curves
+
+
+@dataclass
+class PrCurves:
+    """Per-class precision/recall arrays of one scored submission."""
+
+    classes: list[str]
+    names: list[str]
+    num_gt: np.ndarray
+    average_precision: np.ndarray
+    precision: list[np.ndarray]
+    recall: list[np.ndarray]
+
+    def top_classes(self, n: int) -> list[int]:
+        """Indices of the ``n`` classes with the most ground truth (ties:
+        class order), classes without ground truth left out."""
+        order = np.argsort(-self.num_gt, kind="stable")
+        return [int(i) for i in order[:n] if self.num_gt[i] > 0]
+
+
+def write_pr_curves(path: str | Path, result, names: dict[str, str]) -> None:
+    """An ``oidseg.metric.EvaluationResult``'s curves -> ``.npz`` (atomic):
+    ``classes``, ``names``, ``num_gt``, ``ap`` and the concatenated
+    ``precision``/``recall`` arrays split by ``offsets`` (class k:
+    ``offsets[k]:offsets[k + 1]``)."""
+    lengths = [len(p) for p in result.precision]
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+
+    def joined(arrays) -> np.ndarray:
+        return np.concatenate([np.asarray(a, np.float64) for a in arrays]) if arrays else np.zeros(0)
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh, classes=np.asarray(result.classes, dtype=str),
+            names=np.asarray([names.get(c, "") for c in result.classes], dtype=str),
+            num_gt=np.asarray(result.num_gt, np.int64),
+            ap=np.asarray(result.average_precision, np.float64), offsets=offsets,
+            precision=joined(result.precision), recall=joined(result.recall))
+
+
+def read_pr_curves(path: str | Path) -> PrCurves:
+    """Read what :func:`write_pr_curves` wrote; a missing or malformed file
+    is an InputError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: precision-recall file is missing")
+    keys = ("classes", "names", "num_gt", "ap", "offsets", "precision", "recall")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in keys}
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise InputError(f"{path}: not a precision-recall .npz with {', '.join(keys)} ({exc})") from exc
+    offsets, n = arrays["offsets"], len(arrays["classes"])
+    if len(offsets) != n + 1 or offsets[-1] != len(arrays["precision"]) or \
+            len(arrays["recall"]) != len(arrays["precision"]):
+        raise InputError(f"{path}: offsets do not match the {n} classes and curve arrays")
+    return PrCurves(
+        classes=[str(c) for c in arrays["classes"]], names=[str(c) for c in arrays["names"]],
+        num_gt=arrays["num_gt"], average_precision=arrays["ap"],
+        precision=[arrays["precision"][offsets[k]:offsets[k + 1]] for k in range(n)],
+        recall=[arrays["recall"][offsets[k]:offsets[k + 1]] for k in range(n)])

@@ -1,0 +1,42 @@
+# The original's released weights (issue 10): models.<M>.released: PATH turns
+# that model's training into this one conversion job (the model's config
+# should be configs/released/<M>.py, the 2019 box conventions).
+
+for _model, _spec in config["models"].items():
+    if _spec.get("released") and _spec.get("checkpoint"):
+        raise ValueError(
+            f"models.{_model}: set either 'checkpoint' (our own weights) or "
+            "'released' (an original 2019 file), not both"
+        )
+
+
+def released_input(wildcards):
+    path = released_file(wildcards.model)
+    if not path:
+        raise ValueError(f"models.{wildcards.model}.released is not set")
+    return path
+
+
+rule convert_released:
+    input:
+        released=released_input,
+        classes=f"{ANN}/classes.json",
+    output:
+        "results/models/{model}/released.pth",
+    log:
+        "logs/convert_released/{model}.log",
+    benchmark:
+        "benchmarks/convert_released/{model}.tsv"
+    conda:
+        "../envs/mmdet.yaml"
+    resources:
+        mem_mb=8000,
+        runtime="30m",
+    params:
+        script=script("convert_released.py"),
+        config=lambda w: os.path.join(workflow.basedir, config["models"][w.model]["config"]),
+        kind=lambda w: config["models"][w.model]["classes"],
+    shell:
+        "exec python {params.script:q} --released {input.released:q}"
+        " --config {params.config:q} --classes-json {input.classes:q}"
+        " --kind {params.kind:q} --out {output:q} 2> {log:q}"
