@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import csv
 import ctypes
-import ctypes.util
 import functools
 import io
 import math
+import re
 import zlib
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
@@ -48,24 +48,6 @@ _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark before the header is allowed
 MIN_POSITIVE_SCORE = 1e-6
 
 
-def tune_malloc() -> None:
-    """Stop glibc from returning freed heap memory to the kernel at once.
-
-    Each ``zlib.compress`` call allocates and frees about 256 KiB of deflate
-    state. With glibc's default trim threshold that memory goes back to the
-    kernel after every call and is page-faulted in again on the next one,
-    which makes one call cost 50-100 us instead of about 11 us. Raising the
-    trim threshold keeps the pages. No-op where glibc's ``mallopt`` is absent.
-    """
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(name)
-        m_trim_threshold = -1
-        libc.mallopt(m_trim_threshold, 256 << 20)
-
-
 class RleStruct(ctypes.Structure):
     """pycocotools' C ``RLE`` struct (maskApi.h: h, w, m, cnts)."""
 
@@ -77,18 +59,31 @@ class RleStruct(ctypes.Structure):
     ]
 
 
+#: the pycocotools release whose C mask API (maskApi.h) :func:`coco_c_api`
+#: binds; pyproject.toml and envs/*.yaml pin it
+COCO_C_API_VERSION = "2.0.11"
+
+
 @functools.lru_cache(maxsize=1)
 def coco_c_api() -> ctypes.CDLL | None:
     """pycocotools' C mask API (``rleFrString``, ``rleArea``, ``rleToBbox``,
     ``rleIou``, ``rleFree``), which its extension module exports.
 
-    Calling it through ctypes costs about 1 us per call, where
-    ``pycocotools.mask.iou`` spends 25-45 us per call in Python-side checks;
-    merge's hot loop (one IoU per candidate pair) calls it directly. RLE
-    arguments are addresses into an ``(RleStruct * n)`` array. None where
-    the symbols are missing (then the public API is used).
+    Merge is the one user: it parses each mask string once and calls
+    ``rleIou`` once per candidate pair, lazily (a pair whose masks are
+    already suppressed is skipped). The public route, one
+    ``pycocotools.mask.iou`` call per image and class (which parses the
+    strings again on every call and computes the whole rows x columns
+    matrix), made merge 1.6x slower and the test set's post-processing
+    about 33 instead of 29 CPU-minutes (bench/bench_postprocess.py --iou),
+    over the 30-minute goal. RLE arguments are addresses into an
+    ``(RleStruct * n)`` array. None (then merge takes the public route)
+    unless the installed pycocotools is :data:`COCO_C_API_VERSION` and
+    exports the symbols.
     """
     try:
+        if version("pycocotools") != COCO_C_API_VERSION:
+            return None
         from pycocotools import _mask
 
         lib = ctypes.CDLL(_mask.__file__)
@@ -110,7 +105,7 @@ def coco_c_api() -> ctypes.CDLL | None:
             ctypes.POINTER(ctypes.c_double),
         ]
         lib.rleIou.restype = None
-    except (ImportError, OSError, AttributeError):
+    except (ImportError, PackageNotFoundError, OSError, AttributeError):
         return None
     return lib
 
@@ -162,8 +157,14 @@ def format_scores(scores: np.ndarray) -> list[str]:
     return ["%.6f" % v for v in s.tolist()]
 
 
+_ASCII_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
 def parse_score(text: str) -> float:
-    """A Confidence field -> float; ``ValueError`` unless finite."""
+    """A Confidence field -> float; ``ValueError`` unless a finite plain ASCII
+    decimal (``float`` alone also takes Unicode digits and ``1_0``)."""
+    if not _ASCII_DECIMAL.fullmatch(text):
+        raise ValueError(f"confidence {text!r} is not a plain decimal number")
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"confidence {text!r} is not finite")

@@ -230,9 +230,12 @@ def expand(
 
 class RleSet:
     """The masks of one image (compressed-RLE counts at h x w) with area,
-    tight box (x, y, w, h) and pairwise mask IoU (pycocotools semantics,
-    iscrowd 0). Parses every string once, through the C API when available,
-    else through ``pycocotools.mask``."""
+    tight box (x, y, w, h) and mask IoU (pycocotools semantics, iscrowd 0).
+
+    With the C API (:func:`oidseg.kaggle.coco_c_api`, ``pairwise``) every
+    string is parsed once and :meth:`iou` costs one C call per pair; else
+    (the public route) :meth:`ious` gives a rows x columns matrix in one
+    ``pycocotools.mask.iou`` call."""
 
     def __init__(self, counts: Sequence[bytes], height: int, width: int, *, use_c: bool = True):
         self.n = len(counts)
@@ -277,6 +280,23 @@ class RleSet:
         self._lib.rleIou(base + i * size, base + j * size, 1, 1, None, ctypes.byref(self._out))
         return self._out.value
 
+    @property
+    def pairwise(self) -> bool:
+        """True where single IoUs are cheap (:meth:`iou` through the C API)."""
+        return self._lib is not None
+
+    def ious(self, rows: Sequence[int], cols: Sequence[int]) -> np.ndarray:
+        """Mask IoU matrix of masks ``rows`` x ``cols``: one
+        ``pycocotools.mask.iou`` call (the public route)."""
+        from pycocotools import mask as mask_utils
+
+        if not len(rows) or not len(cols):
+            return np.zeros((len(rows), len(cols)), dtype=np.float64)
+        d = [self._dicts[i] for i in rows]
+        g = [self._dicts[j] for j in cols]
+        out = mask_utils.iou(d, g, [0] * len(g))
+        return np.asarray(out, dtype=np.float64).reshape(len(d), len(g))
+
     def close(self) -> None:
         if self._lib is not None:
             for i in range(self._parsed):
@@ -297,9 +317,13 @@ class _Subset:
         self._rles, self._index = rles, index.tolist()
         self.areas = rles.areas[index]
         self.boxes = rles.boxes[index]
+        self.pairwise = rles.pairwise
 
     def iou(self, i: int, j: int) -> float:
         return self._rles.iou(self._index[i], self._index[j])
+
+    def ious(self, rows: Sequence[int], cols: Sequence[int]) -> np.ndarray:
+        return self._rles.ious([self._index[i] for i in rows], [self._index[j] for j in cols])
 
 
 def _candidate_pairs(
@@ -362,11 +386,35 @@ def mask_nms(
     # i's own fate is settled (every pair (k, i) came before)
     alive = [True] * n
     order_list = order.tolist()
-    for i, j in zip(first.tolist(), second.tolist()):
-        if alive[i] and alive[j] and masks.iou(order_list[i], order_list[j]) >= iou_thr:
-            alive[j] = False
+    if masks.pairwise:  # one cheap C call per pair, only while both are alive
+        for i, j in zip(first.tolist(), second.tolist()):
+            if alive[i] and alive[j] and masks.iou(order_list[i], order_list[j]) >= iou_thr:
+                alive[j] = False
+    else:
+        over = _pair_ious(masks, order, block_end, first, second) >= iou_thr
+        for i, j, o in zip(first.tolist(), second.tolist(), over.tolist()):
+            if o and alive[i] and alive[j]:
+                alive[j] = False
     keep[order[~np.array(alive, dtype=bool)]] = False
     return np.flatnonzero(keep)
+
+
+def _pair_ious(
+    masks: RleSet, order: np.ndarray, block_end: np.ndarray, first: np.ndarray, second: np.ndarray
+) -> np.ndarray:
+    """Mask IoU of each candidate pair (positions ``first[k]``, ``second[k]``
+    of the walk ``order``) with one :meth:`RleSet.ious` call per class: the
+    class's first members x its second members."""
+    out = np.empty(first.size, dtype=np.float64)
+    block = block_end[first]  # pairs come sorted by first, so by class
+    bounds = np.flatnonzero(np.r_[True, block[1:] != block[:-1], True])
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        rows, cols = np.unique(first[lo:hi]), np.unique(second[lo:hi])
+        matrix = masks.ious(order[rows].tolist(), order[cols].tolist())
+        out[lo:hi] = matrix[
+            np.searchsorted(rows, first[lo:hi]), np.searchsorted(cols, second[lo:hi])
+        ]
+    return out
 
 
 def merge_predictions(

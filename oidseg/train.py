@@ -32,8 +32,11 @@ mmengine's Runner with an iteration-based loop and:
   iteration (``iter``, ``lr``, ``loss``, each loss term, ``time``) at
   ``--log-jsonl`` (atomic copy of the work-dir log at the end).
 - ``--gpus N > 1``: re-executes itself under ``torch.distributed.run``
-  (DDP, world size N, NCCL; needs N visible GPUs); with ``--gpus 1`` and no
-  GPU visible it trains on the CPU.
+  (DDP, world size N, ``launcher=pytorch``): NCCL on N visible GPUs, or,
+  with no GPU visible (``--dist-backend gloo``/``auto``), N gloo CPU
+  processes (:func:`setup_distributed`); rank r reads the list entries
+  r, r + N, ...; only rank 0 writes the final checkpoint and log. With
+  ``--gpus 1`` it trains in this process (on the CPU when no GPU is visible).
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=1, help="processes/GPUs; > 1 launches torchrun (DDP)")
     p.add_argument("--dist-backend", choices=DIST_BACKENDS, default="auto",
                    help="process group of --gpus > 1: nccl (GPUs), gloo (CPU processes when no "
-                        "GPU is visible); auto: nccl with CUDA, else gloo")
+                        "GPU is visible); auto: nccl with CUDA, else gloo. Given explicitly, "
+                        "also --gpus 1 runs under torchrun (one process)")
     p.add_argument("--amp", action="store_true", help="mixed precision (AmpOptimWrapper)")
     p.add_argument("--checkpoint-interval", type=int, default=None,
                    help="iterations between checkpoints in --work-dir; default: config's")
@@ -95,13 +99,44 @@ def _none(value: str | None) -> str | None:
     return None if value is None or value.lower() in ("", "none") else value
 
 
+def is_weights_name(value: str) -> bool:
+    """A model-zoo name or URL (``open-mmlab://resnext101_64x4d``,
+    ``torchvision://resnet101``, ``https://...``), not a local file."""
+    return "://" in value
+
+
+def pretrained_init_cfg(name: str) -> dict:
+    """The backbone ``init_cfg`` of an ImageNet model-zoo name: mmengine's
+    ``Pretrained`` initialiser, which downloads it at run time (rank 0 first,
+    into torch hub's cache) and loads it non-strictly as mmdet does (the
+    classifier's ``fc`` is ignored). ``torchvision://``/``modelzoo://`` names
+    need torchvision in mmengine's loader; without torchvision they map to
+    the URL of mmengine's own table (``hub/torchvision_0.12.json``)."""
+    checkpoint = name
+    for scheme in ("torchvision://", "modelzoo://"):
+        if name.startswith(scheme):
+            import importlib.util
+
+            if importlib.util.find_spec("torchvision") is None:
+                import mmengine
+
+                table = mmengine.load(str(Path(mmengine.__path__[0]) / "hub" / "torchvision_0.12.json"))
+                model = name[len(scheme):]
+                if model not in table:
+                    raise InputError(f"--pretrained {name}: no such torchvision model in "
+                                     f"mmengine's table ({', '.join(sorted(table)[:8])}, ...)")
+                checkpoint = table[model]
+    return dict(type="Pretrained", checkpoint=checkpoint)
+
+
 def check_args(args: argparse.Namespace) -> None:
     for name in ("config", "ann", "order"):
         if not Path(getattr(args, name)).is_file():
             raise InputError(f"{getattr(args, name)}: --{name} file is missing")
     for name in ("load_from", "pretrained"):
         value = _none(getattr(args, name))
-        if value is not None and not Path(value).is_file():
+        if value is not None and not Path(value).is_file() and not (
+                name == "pretrained" and is_weights_name(value)):
             raise InputError(f"{value}: --{name.replace('_', '-')} checkpoint is missing")
     if args.iters < 1:
         raise InputError(f"--iters must be >= 1, got {args.iters}")
@@ -171,6 +206,10 @@ def build_config(args: argparse.Namespace, world_size: int):
     # --load-from / --pretrained are loaded strictly by LoadWeightsHook (train_stage),
     # not by mmengine's load_from / Pretrained init (a warning and random weights on a misfit)
     cfg.load_from = None
+    pretrained = _none(args.pretrained)
+    if pretrained and is_weights_name(pretrained) and not _none(args.load_from):
+        # a model-zoo name: mmengine's own loader, downloaded on the user's machine
+        cfg.model.backbone.init_cfg = pretrained_init_cfg(pretrained)
     cfg.resume = False
     cfg.randomness = dict(seed=args.seed)
     cfg.launcher = args.launcher
@@ -275,7 +314,7 @@ def starting_weights(args: argparse.Namespace):
         kind = "--load-from checkpoint"
         state = state_dict_of(load_checkpoint(load_from, kind=kind), load_from, kind=kind)
         return LoadWeightsHook(state, load_from, what=f"the model of {args.config}")
-    if pretrained:
+    if pretrained and not is_weights_name(pretrained):  # a name: backbone init_cfg (build_config)
         kind = "--pretrained checkpoint"
         state = state_dict_of(load_checkpoint(pretrained, kind=kind), pretrained, kind=kind)
         return LoadWeightsHook(backbone_part(state), pretrained, what=f"the model of {args.config}",
@@ -390,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from oidseg.stage_dir import prepare_work_dir
 
         prepare_work_dir(args)
-    if args.gpus > 1 and args.launcher == "none":
+    if (args.gpus > 1 or args.dist_backend != "auto") and args.launcher == "none":
         check_distributed(args)
         rc = relaunch_distributed(argv, args.gpus)
         if rc:
@@ -431,7 +470,10 @@ def train_stage(args: argparse.Namespace) -> None:
     else:
         start_weights = starting_weights(args)
         start = (f"{'backbone ' if start_weights.backbone else ''}weights from {start_weights.path}"
-                 if start_weights else "random initialisation")
+                 if start_weights else
+                 f"backbone weights from {cfg.model.backbone.init_cfg['checkpoint']}"
+                 if (cfg.model.backbone.get("init_cfg") or {}).get("type") == "Pretrained"
+                 else "random initialisation")
     print(f"train: {args.config} iters={args.iters} lr={info['lr']:.6g} "
           f"images/iter={info['images_per_iter']} warmup={info['warmup_iters']} "
           f"classes={len(info['classes'])} aug={args.aug} skip={args.skip} "

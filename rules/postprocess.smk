@@ -91,6 +91,11 @@ rule validate_submission:
         submission="results/{prefix}submission.csv",
         image_list=lambda w: image_list_csv(split_of(w.prefix)),
         classes=f"{ANN}/classes.json",
+        # the images' true sizes: a declared size must match
+        sizes=lambda w: [
+            image_list_pickle(split_of(w.prefix), shard)
+            for shard in SPLIT_SHARDS[split_of(w.prefix)]
+        ],
     output:
         "results/{prefix}submission.ok",
     log:
@@ -104,7 +109,7 @@ rule validate_submission:
     shell:
         "exec python {params.script:q} --submission {input.submission:q}"
         " --image-list {input.image_list:q} --classes-json {input.classes:q}"
-        " --out {output:q} 2> {log:q}"
+        " --image-sizes {input.sizes:q} --out {output:q} 2> {log:q}"
 
 
 rule submission:

@@ -19,7 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from oidseg.errors import run_cli  # noqa: E402
-from oidseg.kaggle import tune_malloc  # noqa: E402
 from oidseg.postprocess import convert, progress  # noqa: E402
 
 
@@ -30,7 +29,6 @@ def main(argv=None) -> None:
     parser.add_argument("--detections", required=True, type=Path, help="detection shard pickle")
     parser.add_argument("--out", required=True, type=Path, help="Kaggle CSV shard to write")
     args = parser.parse_args(argv)
-    tune_malloc()
     start = time.process_time()
     images = convert(args.detections, args.out)
     progress(

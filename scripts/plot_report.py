@@ -103,6 +103,8 @@ def plot_pr(curves: PrCurves, n_classes: int, out: str) -> None:
         ax.fill_between(np.r_[0.0, recall], np.r_[envelope[:1], envelope], step="pre",
                         alpha=0.25, color="tab:blue", linewidth=0)
         ax.plot(recall, precision, ".-", color="tab:blue", markersize=2, linewidth=0.8)
+        if not precision.size:
+            ax.text(0.5, 0.5, "no scored detection", ha="center", va="center", fontsize=7)
         name = curves.names[k] or curves.classes[k]
         ax.set_title(f"{name}: {curves.num_gt[k]} GT, AP {curves.average_precision[k]:.3f}",
                      fontsize=8)

@@ -130,3 +130,12 @@ def test_read_image_list(tmp_path):
     dup.write_text("ImageID\nb\na\nb\n")
     with pytest.raises(InputError, match=r"row 4 / b: duplicate ImageID \(first at row 2\)"):
         read_image_list(dup)
+
+
+@pytest.mark.parametrize("text", ["٠.٥", "1_0", "nan", "inf", "²", "0x1p-2", ""])
+def test_parse_score_takes_only_plain_ascii_decimals(text):
+    from oidseg.kaggle import parse_score
+
+    with pytest.raises(ValueError):
+        parse_score(text)
+    assert parse_score("0.000001") == 1e-6 and parse_score("1") == 1.0

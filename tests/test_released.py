@@ -147,6 +147,28 @@ def test_ensemble_flips_legacy_boxes_as_2019():
         assert not uses_v1_boxes(build_model_from_config(REPO / "configs/models/P1.py", 23))
 
 
+def test_v1_mask_paste_is_the_2019_get_seg_masks():
+    """2019: box [2.7, 3.2, 11.9, 8.8] -> int [2, 3, 11, 8], w = 10, h = 6,
+    the map resized into rows 3..8, columns 2..11, thresholded with '>'."""
+    from pycocotools import mask as mask_util
+
+    from oidseg.mmdet_ext.ensemble import paste_masks_rle
+    from oidseg.mmdet_ext.legacy import paste_masks_rle_v1
+
+    def decode(counts):
+        return mask_util.decode({"size": [12, 16], "counts": counts}).astype(bool)
+
+    box = torch.tensor([[2.7, 3.2, 11.9, 8.8]])
+    expected = np.zeros((12, 16), bool)
+    expected[3:9, 2:12] = True
+    (mask,) = paste_masks_rle_v1(torch.full((1, 28, 28), 0.9), box, 12, 16, 0.5)
+    assert np.array_equal(decode(mask), expected)
+    (at_thr,) = paste_masks_rle_v1(torch.full((1, 28, 28), 0.5), box, 12, 16, 0.5)
+    assert not decode(at_thr).any()  # '>' as 2019; mmdet 3 uses '>='
+    (modern,) = paste_masks_rle(torch.full((1, 28, 28), 0.9), box, 12, 16, 0.5)
+    assert not np.array_equal(decode(modern), expected)
+
+
 # ----------------------------------------------------------------------- converter
 
 

@@ -56,7 +56,7 @@ from mmengine.model import BaseModule
 from pycocotools import mask as mask_util
 from torch import Tensor, nn
 
-from oidseg.mmdet_ext.legacy import uses_v1_boxes
+from oidseg.mmdet_ext.legacy import paste_masks_rle_v1, uses_v1_boxes
 
 # Bytes of float32 pasted masks per chunk on a GPU (CPU pastes box regions only).
 _GPU_PASTE_BYTES = 1 << 28
@@ -252,6 +252,9 @@ class OIDEnsembleTTA(BaseModule):
         self.mask_thr = float(mask_thr)
         self.rpn_nms = float(rpn_nms)
         self.rpn_max = int(rpn_max)
+        # all detectors with the 2019 box convention (the released weights):
+        # masks pasted as the 2019 FCNMaskHead.get_seg_masks did
+        self.v1_masks = all(uses_v1_boxes(det) for det in self.detectors)
 
     @property
     def device(self) -> torch.device:
@@ -343,7 +346,8 @@ class OIDEnsembleTTA(BaseModule):
             boxes, scores, labels = select_detections(proposals, proposals.new_zeros((0, self.num_classes + 1)), 0, 0, 0)
         if boxes.shape[0] > 0:
             maps = self._mean_mask_maps(runs, boxes, labels)
-            masks = paste_masks_rle(maps, boxes, h, w, self.mask_thr)
+            paste = paste_masks_rle_v1 if self.v1_masks else paste_masks_rle
+            masks = paste(maps, boxes, h, w, self.mask_thr)
         else:
             maps = boxes.new_zeros((0, 28, 28))
             masks = []
