@@ -59,10 +59,12 @@ def main(argv=None) -> None:
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(proc.stderr)
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak_mb, cpu_s = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
         print(f"model {args.model}: released file {src.stat().st_size / 1e6:.0f} MB, "
               f"converted {out.stat().st_size / 1e6:.0f} MB")
-        print(f"conversion (fresh process, incl. imports): {seconds:.1f} s wall, peak RSS {peak_mb:.0f} MB")
+        print(f"conversion (fresh process, incl. imports): {seconds:.1f} s wall, {cpu_s:.1f} CPU s, "
+              f"peak RSS {peak_mb:.0f} MB")
         print(proc.stderr.strip().splitlines()[-1])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

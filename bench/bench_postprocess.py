@@ -1,7 +1,7 @@
 """Benchmark of the post-processing chain on one full-size synthetic shard.
 
     PYTHONPATH=. .venv/bin/python bench/bench_postprocess.py [--images 4000] [--dets 120]
-        [--iou {c,public}] [--malloc-trim BYTES] [--workdir DIR [--reuse]]
+        [--iou {c,public}] [--malloc-trim BYTES|none] [--workdir DIR [--reuse]]
 
 Generates a synthetic 300-class hierarchy shaped like the real one (275
 leaves, 23 parents, 2 grandparents; some leaves under two parents, some
@@ -18,7 +18,8 @@ pycocotools' C mask API through ctypes (:func:`oidseg.kaggle.coco_c_api`);
 ``--iou public`` runs every step with that binding off, so merge takes the
 public route (one ``pycocotools.mask.iou`` call per image and class).
 ``--malloc-trim BYTES`` sets glibc's ``MALLOC_TRIM_THRESHOLD_`` in the
-steps' environment (default: unset, no tuning).
+convert steps' environment (default 268435456, as rules/postprocess.smk
+does; ``none``: no tuning).
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def run_step(
     """Run one CLI; return (CPU s, wall s, peak RSS MB) of that child alone."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
-    if malloc_trim is not None:
+    if malloc_trim is not None and name.startswith("convert"):
         env["MALLOC_TRIM_THRESHOLD_"] = str(malloc_trim)
     launch = ["-c", _PUBLIC_ROUTE] if iou == "public" else []
     start = time.perf_counter()
@@ -208,10 +209,11 @@ def main(argv=None) -> None:
     )
     parser.add_argument(
         "--malloc-trim",
-        type=int,
-        default=None,
-        metavar="BYTES",
-        help="MALLOC_TRIM_THRESHOLD_ for the steps (default: unset)",
+        type=lambda v: None if v == "none" else int(v),
+        default=256 << 20,
+        metavar="BYTES|none",
+        help="MALLOC_TRIM_THRESHOLD_ for the convert steps (default: 268435456, as the "
+        "convert rule; none: unset)",
     )
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

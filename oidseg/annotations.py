@@ -241,16 +241,12 @@ def _png_header_problem(path: str) -> str | None:
             head = fh.read(24)
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
-    if len(head) < 24 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return "not a PNG file (bad signature or header)"
-    width, height = struct.unpack(">II", head[16:24])
-    if width == 0 or height == 0:
-        return f"PNG has size {width}x{height}"
-    return None
+    return png_bytes_problem(head)
 
 
 def png_bytes_problem(data: bytes) -> str | None:
-    """Same check on in-memory bytes (used while extracting zips)."""
+    """The PNG signature/IHDR size check on the first 24 bytes of a file
+    (also on in-memory bytes while extracting zips)."""
     if len(data) < 24 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
         return "not a PNG file (bad signature or header)"
     width, height = struct.unpack(">II", data[16:24])

@@ -74,12 +74,12 @@ def coco_c_api() -> ctypes.CDLL | None:
     already suppressed is skipped). The public route, one
     ``pycocotools.mask.iou`` call per image and class (which parses the
     strings again on every call and computes the whole rows x columns
-    matrix), made merge 1.6x slower and the test set's post-processing
-    about 33 instead of 29 CPU-minutes (bench/bench_postprocess.py --iou),
-    over the 30-minute goal. RLE arguments are addresses into an
-    ``(RleStruct * n)`` array. None (then merge takes the public route)
-    unless the installed pycocotools is :data:`COCO_C_API_VERSION` and
-    exports the symbols.
+    matrix), made merge 1.7x slower: 28.7 instead of 16.9 CPU s a shard,
+    +4.9 CPU-minutes for the test set (bench/bench_postprocess.py --iou
+    public / c), whose 30-minute goal has no room for it. RLE arguments
+    are addresses into an ``(RleStruct * n)`` array. None (then merge takes
+    the public route) unless the installed pycocotools is
+    :data:`COCO_C_API_VERSION` and exports the symbols.
     """
     try:
         if version("pycocotools") != COCO_C_API_VERSION:

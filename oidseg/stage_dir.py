@@ -17,7 +17,9 @@ started by the rule; not the ranks of a distributed run):
 3. picks the newest intact ``iter_N.pth`` (a zip whose members pass their
    CRC check): a truncated newer one (a job killed while saving) is removed
    and the stage resumes from the previous one; mmengine's
-   ``last_checkpoint`` marker is rewritten to name it (or removed).
+   ``last_checkpoint`` marker is rewritten to name it (or removed). A
+   checkpoint that would need more than torch's weights-only allow-list
+   (not one of ours) is refused.
 """
 
 from __future__ import annotations
@@ -78,8 +80,10 @@ def job_fingerprint(args: argparse.Namespace) -> dict[str, Any]:
         "ann": file_sha256(args.ann),
         "order": file_sha256(args.order),
         "load_from": file_sha256(load_from) if load_from else None,
-        # ignored with --load-from (see oidseg.train)
-        "pretrained": file_sha256(pretrained) if pretrained and not load_from else None,
+        # ignored with --load-from (see oidseg.train); a model-zoo name
+        # (``torchvision://resnet101``) stands for itself
+        "pretrained": (None if not pretrained or load_from else
+                       pretrained if "://" in pretrained else file_sha256(pretrained)),
     }
     for name in RESULT_ARGS:
         fingerprint[name] = getattr(args, name, None)
@@ -156,6 +160,18 @@ def newest_intact_checkpoint(work_dir: str | Path, log: Callable[[str], None]) -
     return None
 
 
+def refuse_unsafe_checkpoint(path: Path) -> None:
+    """A checkpoint whose pickle names any global beyond torch's
+    weights-only allow-list (ours never do) is refused before mmengine
+    reads it (torch's public scan of the pickle; no tensor is loaded)."""
+    import torch
+
+    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    if unsafe:
+        raise InputError(f"{path}: checkpoint holds objects other than tensors and plain data "
+                         f"({', '.join(unsafe[:3])}); refused: unpickling it could run code")
+
+
 def _move_aside(work_dir: Path, log: Callable[[str], None], why: list[str]) -> None:
     stale = work_dir.with_name(work_dir.name + STALE_SUFFIX)
     if stale.exists():
@@ -192,6 +208,7 @@ def prepare_work_dir(args: argparse.Namespace,
     resume = newest_intact_checkpoint(work_dir, log)
     marker = work_dir / LAST_MARKER
     if resume is not None:
+        refuse_unsafe_checkpoint(resume)
         atomic_write_text(marker, str(resume))
         log(f"train: same job as the checkpoints in {work_dir}: resuming from {resume.name}")
     elif marker.exists():

@@ -25,7 +25,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from oidseg.errors import InputError, atomic_path
-from oidseg.kaggle import decode_mask, iter_shard, parse_score
+from oidseg.kaggle import decode_mask, iter_shard, parse_score, rle_totals
 
 #: opacity of a mask over the image
 MASK_ALPHA = 0.55
@@ -187,19 +187,26 @@ def decode_predictions(item: SubmittedImage, height: int, width: int, score_thr:
                        *, where: str) -> list[Instance]:
     """The predictions of ``item`` scoring at least ``score_thr``, masks
     decoded at the submitted size and resized (nearest) to ``height x width``
-    when the image differs; lowest score first (drawn first)."""
+    when the image differs; lowest score first (drawn first). Empty masks
+    are left out."""
     keep = np.flatnonzero(item.scores >= score_thr)
     keep = keep[np.argsort(item.scores[keep], kind="stable")]
     instances = []
     for k in keep:
-        try:
-            counts = decode_mask(item.encoded[k])
-            mask = mask_utils.decode({"size": [item.height, item.width], "counts": counts})
-        except (ValueError, TypeError) as exc:
+        try:  # bounded inflation; the run lengths are checked before pycocotools
+            counts = decode_mask(item.encoded[k], item.height, item.width)
+        except ValueError as exc:
             raise InputError(f"{where}: detection {k + 1}: EncodedMask cannot be decoded "
-                             f"at {item.height} x {item.width} ({exc})") from None
+                             f"({exc})") from None
+        total = int(rle_totals([counts])[0])
+        if total != item.height * item.width:
+            raise InputError(f"{where}: detection {k + 1}: EncodedMask RLE covers {total} "
+                             f"pixels, not ImageHeight x ImageWidth = {item.height} x {item.width}")
+        mask = mask_utils.decode({"size": [item.height, item.width], "counts": counts})
         if mask.shape != (height, width):
             mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+        if not mask.any():  # nothing to draw (the metric drops empty masks too)
+            continue
         instances.append(Instance(label=item.labels[k], mask=mask.astype(bool),
                                   score=float(item.scores[k])))
     return instances
@@ -246,7 +253,7 @@ def _draw_panel(ax, panel: Panel, colours: dict, names: dict[str, str]) -> None:
                                    linestyle="--", linewidth=1.2))
             text += " (group)" if inst.group_of else ("" if inst.mask is not None else " (box)")
             anchor = (x0, y0)
-        elif inst.mask is not None:
+        elif inst.mask is not None and inst.mask.any():
             anchor = _mask_box(inst.mask)
         else:
             continue

@@ -90,6 +90,13 @@ def released_file(model):
     return config["models"][model].get("released")
 
 
+def released_input(wildcards):
+    path = released_file(wildcards.model)
+    if not path:
+        raise ValueError(f"models.{wildcards.model}.released is not set")
+    return path
+
+
 def final_checkpoint(model):
     """Our own checkpoint from the config (models.<M>.checkpoint), else the
     converted released 2019 file (models.<M>.released, rules/released.smk),

@@ -10,13 +10,6 @@ for _model, _spec in config["models"].items():
         )
 
 
-def released_input(wildcards):
-    path = released_file(wildcards.model)
-    if not path:
-        raise ValueError(f"models.{wildcards.model}.released is not set")
-    return path
-
-
 rule convert_released:
     input:
         released=released_input,
@@ -34,7 +27,9 @@ rule convert_released:
         runtime="30m",
     params:
         script=script("convert_released.py"),
-        config=lambda w: os.path.join(workflow.basedir, config["models"][w.model]["config"]),
+        config=lambda w: os.path.join(
+            workflow.basedir, config["models"][w.model]["config"]
+        ),
         kind=lambda w: config["models"][w.model]["classes"],
     shell:
         "exec python {params.script:q} --released {input.released:q}"

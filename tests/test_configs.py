@@ -96,10 +96,15 @@ def pattern_of(key: str) -> str | None:
     return None
 
 
+class _Absent:
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
 def changed_keys(root: Path, model: str) -> dict:
     full = flatten(Config.fromfile(str(root / "models" / f"{model}.py")).to_dict())
     demo = flatten(Config.fromfile(str(root / "demo" / f"{model}.py")).to_dict())
-    missing = object()
+    missing = _Absent()
     return {
         key: (full.get(key, missing), demo.get(key, missing))
         for key in full.keys() | demo.keys()

@@ -1,6 +1,7 @@
-"""Merge's two mask IoU routes: pycocotools' C mask API through ctypes (only
-for the pycocotools version it was written against) and the public
-``pycocotools.mask.iou`` fallback keep the same detections."""
+"""Post-processing's use of its dependencies: merge's two mask IoU routes,
+pycocotools' C mask API through ctypes (only for the pycocotools version it
+was written against) and the public ``pycocotools.mask.iou`` fallback, keep
+the same detections; convert's malloc tuning is glibc's environment knob."""
 
 from __future__ import annotations
 
@@ -106,3 +107,19 @@ def test_merge_falls_back_to_the_public_route(pycocotools_version):
     public_route = merge_predictions(inputs, w, h, iou_thr=0.5, score_thr=0.0)
     assert public_route == c_route
     assert 0 < public_route.count(" ") // 3 + 1 < 40
+
+
+@pytest.mark.workflow
+def test_convert_jobs_keep_freed_heap(tmp_path):
+    """The convert rule raises glibc's trim threshold through the environment
+    (MALLOC_TRIM_THRESHOLD_), the public knob of what mallopt did."""
+    import re
+
+    from wf import new_workdir, snakemake
+
+    workdir = new_workdir(tmp_path)
+    proc = snakemake("-n", "-p", "--cores", "2", "all", cwd=workdir)
+    commands = re.findall(r"^Shell command: (.*convert\.py.*)$", proc.stdout, flags=re.M)
+    assert commands
+    for command in commands:
+        assert command.startswith("exec env MALLOC_TRIM_THRESHOLD_=268435456 python "), command

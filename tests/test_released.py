@@ -417,7 +417,7 @@ def full_model(model: str, tmp_path_factory) -> dict:
     return _FULL[model]
 
 
-def detect(det, flips=(False, True)) -> dict:
+def detect(det, flips=(False,)) -> dict:
     from oidseg.mmdet_ext.ensemble import OIDEnsembleTTA
 
     ens = OIDEnsembleTTA([det], scales=[(128, 96)], flips=flips, max_per_img=20, rpn_max=100).eval()
@@ -509,19 +509,19 @@ def test_round_trip_check_catches_wrong_conversions(tmp_path_factory):
     classes = ours("leaf")
     rel.convert_released(full["path"], out, config_of("L2"), classes, "leaf")
     good = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]
-    reference = detect(full["model"], flips=(False,))
-    assert same_detections(detect(load_into_blank(full["model"], good), flips=(False,)), reference)
+    reference = full["reference"]
+    assert same_detections(detect(load_into_blank(full["model"], good)), reference)
 
     cls_keys = [k for k in good if re.search(r"(fc_cls|conv_logits)\.(weight|bias)$", k)]
     # a wrong permutation: the file's own order taken for ours
     wrong = dict(good)
     identity = rel.convert_state_dict(rel.load_released(full["path"]).state_dict, np.arange(275), "l2")
     wrong.update({k: identity[k] for k in cls_keys})
-    assert not same_detections(detect(load_into_blank(full["model"], wrong), flips=(False,)), reference)
+    assert not same_detections(detect(load_into_blank(full["model"], wrong)), reference)
     # the background left at index 0
     wrong = dict(good)
     wrong.update({k: good[k].roll(1, 0) for k in cls_keys if ".fc_cls." in k})
-    assert not same_detections(detect(load_into_blank(full["model"], wrong), flips=(False,)), reference)
+    assert not same_detections(detect(load_into_blank(full["model"], wrong)), reference)
     # the 2019 offset name kept
     wrong = {re.sub(r"\.conv2\.conv_offset\.", ".conv2_offset.", k): v for k, v in good.items()}
     with pytest.raises(RuntimeError, match="conv2_offset"):
@@ -533,8 +533,8 @@ def test_round_trip_check_catches_wrong_conversions(tmp_path_factory):
 def test_round_trip_gives_the_same_detections(tmp_path_factory, model):
     """A randomly initialised full-size model -> its weights in the exact
     2019 layout, classes in the original's order -> scripts/convert_released.py
-    -> strict load -> the same detections (boxes, scores, labels, masks,
-    with flip TTA) on a test image."""
+    -> strict load -> the same detections (boxes, scores, labels, masks)
+    on a test image."""
     from scripts_convert import main
 
     full = full_model(model, tmp_path_factory)

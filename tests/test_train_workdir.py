@@ -62,6 +62,14 @@ def test_fingerprint_tracks_inputs_and_result_arguments(data, tmp_path):
                        (("--load-from", str(data / "prev.pth")), "load_from")]:
         changed = job_fingerprint(args_of(data, tmp_path / "w", *extra))
         assert [k for k in base if base[k] != changed[k]] == [key], extra
+    # pretrained weights: a local file by content, a model-zoo name by itself, none after --load-from
+    local = job_fingerprint(args_of(data, tmp_path / "w", "--pretrained", str(data / "prev.pth")))
+    assert local["pretrained"] == job_fingerprint(
+        args_of(data, tmp_path / "w", "--load-from", str(data / "prev.pth")))["load_from"]
+    named = job_fingerprint(args_of(data, tmp_path / "w", "--pretrained", "torchvision://resnet101"))
+    assert named["pretrained"] == "torchvision://resnet101"
+    assert job_fingerprint(args_of(data, tmp_path / "w", "--pretrained", "torchvision://resnet101",
+                                   "--load-from", str(data / "prev.pth")))["pretrained"] is None
     # the same path with other content is another job
     order = tmp_path / "order.npy"
     np.save(order, np.arange(4))
@@ -117,6 +125,20 @@ def test_truncated_newest_checkpoint_falls_back(data, tmp_path):
     (work / "iter_2.pth").write_bytes(b"PK\x03\x04 torn")
     assert prepare_work_dir(args_of(data, work), lines.append) is None
     assert not (work / "last_checkpoint").exists()
+    unlock_work_dir(work)
+
+
+def test_payload_checkpoint_in_the_work_dir_is_refused(data, tmp_path):
+    from test_checkpoints import write_payload
+
+    work = tmp_path / "work"
+    prepare_work_dir(args_of(data, work), lambda line: None)
+    marker = tmp_path / "ran"
+    write_payload(work / "iter_3.pth", marker)
+    with pytest.raises(InputError, match=r"iter_3.pth: checkpoint holds objects other than tensors "
+                                         r"and plain data \(posix.system\); refused"):
+        prepare_work_dir(args_of(data, work), lambda line: None)
+    assert not marker.exists()
     unlock_work_dir(work)
 
 

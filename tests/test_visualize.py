@@ -71,7 +71,8 @@ class Case:
         Image.new("RGB", (width, height)).save(path, quality=100)  # black
         self.mask = np.zeros((height, width), dtype=bool)
         self.mask[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = True
-        self.write_val(f"{self.label} 0.900000 {encoded(self.mask)}")
+        empty = np.zeros_like(self.mask)  # submitted, but nothing to draw
+        self.write_val(f"{self.label} 0.900000 {encoded(self.mask)} {self.label} 0.950000 {encoded(empty)}")
         test_ids = pd.read_csv(self.demo / FILES["test_list"])["ImageID"].tolist()
         lines = []
         for image_id in test_ids:
@@ -221,6 +222,12 @@ def test_bad_mask_is_a_clear_error(case, capsys):
     assert run_cli(VISUALIZE.main, case.args()) == 2
     err = capsys.readouterr().err
     assert "val.csv: row 2" in err and "detection 1" in err
+    # an RLE of another size is refused before pycocotools decodes it
+    wide = np.ones((case.mask.shape[0], case.mask.shape[1] + 3), dtype=bool)
+    case.write_val(f"{case.label} 0.900000 {encoded(case.mask)} {case.label} 0.800000 {encoded(wide)}")
+    assert run_cli(VISUALIZE.main, case.args()) == 2
+    err = capsys.readouterr().err
+    assert "val.csv: row 2" in err and "detection 2: EncodedMask RLE covers" in err
 
 
 # --------------------------------------------------------------------------- PR curves

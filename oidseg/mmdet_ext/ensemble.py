@@ -26,6 +26,12 @@ FPN, ``RPNHead``, ``FCNMaskHead``) and A augmentations per detector
    (``>= mask_thr``, as mmdet 3.x's ``FCNMaskHead``; v1 used ``>``) and
    encoded as COCO compressed RLE (``counts`` bytes, Fortran order).
 
+Detectors with the 2019 box convention (configs/released/*.py, the
+original's released weights; ``legacy.uses_v1_boxes``) flip boxes as
+x' = W - 1 - x, and an ensemble of only such detectors pastes masks as the
+2019 ``get_seg_masks`` (``legacy.paste_masks_rle_v1``: integer box, cv2
+resize, ``> mask_thr``).
+
 Difference from mmdet 3.3's stock ``CascadeRCNN.predict`` with one model and
 one augmentation: the stock RPN applies its NMS per FPN level only, while
 step 1 re-applies a class-agnostic NMS over all levels. With
