@@ -1,7 +1,7 @@
 """Benchmark of the post-processing chain on one full-size synthetic shard.
 
     PYTHONPATH=. .venv/bin/python bench/bench_postprocess.py [--images 4000] [--dets 120]
-        [--iou {c,public}] [--malloc-trim BYTES|none] [--workdir DIR [--reuse]]
+        [--iou {c,public}] [--malloc-trim BYTES] [--workdir DIR [--reuse]]
 
 Generates a synthetic 300-class hierarchy shaped like the real one (275
 leaves, 23 parents, 2 grandparents; some leaves under two parents, some
@@ -18,8 +18,9 @@ pycocotools' C mask API through ctypes (:func:`oidseg.kaggle.coco_c_api`);
 ``--iou public`` runs every step with that binding off, so merge takes the
 public route (one ``pycocotools.mask.iou`` call per image and class).
 ``--malloc-trim BYTES`` sets glibc's ``MALLOC_TRIM_THRESHOLD_`` in the
-convert steps' environment (default 268435456, as rules/postprocess.smk
-does; ``none``: no tuning).
+convert steps' environment (default: unset, no tuning, as the workflow
+runs; 268435456 is what the removed ``mallopt`` call set: no measurable
+gain, the same page faults).
 """
 
 from __future__ import annotations
@@ -209,11 +210,10 @@ def main(argv=None) -> None:
     )
     parser.add_argument(
         "--malloc-trim",
-        type=lambda v: None if v == "none" else int(v),
-        default=256 << 20,
-        metavar="BYTES|none",
-        help="MALLOC_TRIM_THRESHOLD_ for the convert steps (default: 268435456, as the "
-        "convert rule; none: unset)",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="MALLOC_TRIM_THRESHOLD_ for the convert steps (default: unset, as the workflow)",
     )
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -13,12 +13,8 @@ rule convert:
         "../envs/annotations.yaml"
     params:
         script=script("convert.py"),
-    # glibc keeps up to 256 MiB of freed heap instead of handing it back after
-    # each zlib.compress (bench/bench_postprocess.py --malloc-trim: -1.1 CPU s
-    # of 9 per 4,000-image shard)
     shell:
-        "exec env MALLOC_TRIM_THRESHOLD_=268435456 python {params.script:q}"
-        " --detections {input:q} --out {output:q} 2> {log:q}"
+        "exec python {params.script:q} --detections {input:q} --out {output:q} 2> {log:q}"
 
 
 rule expand_hierarchy:

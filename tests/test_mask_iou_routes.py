@@ -1,7 +1,6 @@
-"""Post-processing's use of its dependencies: merge's two mask IoU routes,
-pycocotools' C mask API through ctypes (only for the pycocotools version it
-was written against) and the public ``pycocotools.mask.iou`` fallback, keep
-the same detections; convert's malloc tuning is glibc's environment knob."""
+"""Merge's two mask IoU routes: pycocotools' C mask API through ctypes (only
+for the pycocotools version it was written against) and the public
+``pycocotools.mask.iou`` fallback keep the same detections."""
 
 from __future__ import annotations
 
@@ -108,18 +107,3 @@ def test_merge_falls_back_to_the_public_route(pycocotools_version):
     assert public_route == c_route
     assert 0 < public_route.count(" ") // 3 + 1 < 40
 
-
-@pytest.mark.workflow
-def test_convert_jobs_keep_freed_heap(tmp_path):
-    """The convert rule raises glibc's trim threshold through the environment
-    (MALLOC_TRIM_THRESHOLD_), the public knob of what mallopt did."""
-    import re
-
-    from wf import new_workdir, snakemake
-
-    workdir = new_workdir(tmp_path)
-    proc = snakemake("-n", "-p", "--cores", "2", "all", cwd=workdir)
-    commands = re.findall(r"^Shell command: (.*convert\.py.*)$", proc.stdout, flags=re.M)
-    assert commands
-    for command in commands:
-        assert command.startswith("exec env MALLOC_TRIM_THRESHOLD_=268435456 python "), command
