@@ -25,7 +25,7 @@ import torch
 
 from oidseg import released as rel
 from oidseg.errors import InputError, run_cli
-from released2019 import randomize_, state_2019, write_2019_checkpoint
+from released2019 import randomize_, write_2019_checkpoint
 from wf import REPO, job_counts, new_workdir, snakemake
 
 ORIGINAL = json.loads((REPO / "configs/released/original_classes.json").read_text())
