@@ -6,20 +6,20 @@
 # screenshot.
 #
 #   bench/screenshot_report.sh report.html docs/predictions.png \
-#       [RESULT (predictions_val.png)] [CATEGORY (Predictions)] [WIDTHxHEIGHT (1600x1150)]
+#       [RESULT (predictions_val.png)] [CATEGORY (Predictions)] [WIDTHxHEIGHT (2000x1150)]
 #
 # The report is a single-page app with no addresses per view: a copy of it
 # gets a few lines of JavaScript that call the app's own navigation
 # (app.showCategory, app.setView) once the page has loaded; the original file
 # is not changed. Exit status 1 when the result is not in the report or its
-# image is not in the rendered page. The screenshot is shrunk to at most 1400
+# image is not in the rendered page. The screenshot is shrunk to at most 1600
 # px wide and 256 colours (PIL) so that it stays small enough for docs/.
 set -euo pipefail
 report=${1:?usage: $0 report.html out.png [result] [category] [WxH]}
 out=${2:?usage: $0 report.html out.png [result] [category] [WxH]}
 result=${3:-predictions_val.png}
 category=${4:-Predictions}
-size=${5:-1600x1150}
+size=${5:-2000x1150}
 py=${PYTHON:-python3} # with PIL: the venv's
 browser=$(command -v chromium || command -v chromium-browser || true)
 if [ -z "$browser" ]; then
@@ -86,8 +86,8 @@ import sys
 from PIL import Image
 src, dst = sys.argv[1:]
 shot = Image.open(src).convert("RGB")
-if shot.width > 1400:
-    shot = shot.resize((1400, round(shot.height * 1400 / shot.width)), Image.LANCZOS)
+if shot.width > 1600:
+    shot = shot.resize((1600, round(shot.height * 1600 / shot.width)), Image.LANCZOS)
 shot.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(dst, optimize=True)
 EOF
 echo "screenshot: $out ($(stat -c %s "$out") bytes, $((SECONDS - started)) s in Chromium)"

@@ -68,13 +68,10 @@ class Released:
 def load_released(path: str | Path) -> Released:
     """Read a released 2019 checkpoint (``weights_only=True``); a missing,
     truncated or foreign file raises :class:`InputError` naming it."""
+    from oidseg.checkpoints import load_checkpoint
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: released checkpoint is missing")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise InputError(f"{path}: released checkpoint is truncated, corrupt or not a plain checkpoint ({exc})") from exc
+    ckpt = load_checkpoint(path, kind="released checkpoint")  # weights_only=True
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), Mapping):
         raise InputError(f"{path}: released checkpoint has no 'state_dict'")
     state = OrderedDict((str(k).removeprefix("module."), v) for k, v in ckpt["state_dict"].items())

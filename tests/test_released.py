@@ -353,7 +353,7 @@ def test_pickled_code_is_not_loaded(tmp_path, capsys):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"bbox_head.0.fc_cls.weight": torch.zeros(1)}, "meta": {"x": Path("/")}}, path)
     rc, _ = convert_cli(tmp_path, path, "P1")
-    assert rc == 2 and "not a plain checkpoint" in capsys.readouterr().err
+    assert rc == 2 and f"{path}: released checkpoint holds more than tensors and plain data" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------ workflow
