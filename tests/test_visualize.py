@@ -147,6 +147,12 @@ def test_predicted_mask_pixels_carry_the_class_colour():
     assert (image == 100).all()  # input untouched
 
 
+def test_held_out_images_with_mask_ground_truth_come_first():
+    ids = ["a", "b", "c", "d", "e"]
+    assert vis.choose_images(ids, {"b", "d"}.__contains__, 3) == ["b", "d", "a"]
+    assert vis.choose_images(ids, {"b", "d"}.__contains__, 10) == ["b", "d", "a", "c", "e"]
+
+
 def test_figures_show_the_submitted_masks_in_their_class_colour(case):
     assert run_cli(VISUALIZE.main, case.args()) == 0
     val, test = case.root / "fig" / "val.png", case.root / "fig" / "test.png"
