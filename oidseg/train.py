@@ -407,7 +407,7 @@ def setup_distributed(args: argparse.Namespace, cfg) -> None:
         dist.init_process_group(backend="gloo")  # env:// (RANK, WORLD_SIZE, MASTER_ADDR/PORT)
 
 
-def relaunch_distributed(argv: Sequence[str], gpus: int) -> int:
+def relaunch_distributed(argv: Sequence[str], gpus: int, work_dir: str | Path) -> int:
     """Re-execute this script under torchrun with ``gpus`` processes on
     this node (``--standalone``: a free rendezvous port, so that several
     stages may run on one node at once); returns torchrun's exit status
@@ -416,7 +416,13 @@ def relaunch_distributed(argv: Sequence[str], gpus: int) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={gpus}", str(script), *argv, "--launcher", "pytorch"]
     print("launching: " + " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.call(cmd)
+    # torchrun inherits the work dir's lock: an orphaned launcher (its parent
+    # killed) still holds it, so a rerun cannot start beside it
+    from oidseg.stage_dir import lock_work_dir
+
+    lock = lock_work_dir(work_dir)
+    os.set_inheritable(lock, True)
+    return subprocess.call(cmd, pass_fds=(lock,))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -431,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         prepare_work_dir(args)
     if (args.gpus > 1 or args.dist_backend != "auto") and args.launcher == "none":
         check_distributed(args)
-        rc = relaunch_distributed(argv, args.gpus)
+        rc = relaunch_distributed(argv, args.gpus, args.work_dir)
         if rc:
             raise SystemExit(rc)
         return

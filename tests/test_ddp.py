@@ -7,6 +7,8 @@ a known iteration, so that the SIGKILL test is deterministic)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -145,6 +147,20 @@ def test_ddp_checkpoint_continues_in_one_process(data, two_ranks, tmp_path):
 
 
 @pytest.mark.slow
+def wait_until_unlocked(lock_file: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with open(lock_file, "rb") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                assert time.monotonic() < deadline, f"{lock_file} is still locked"
+                time.sleep(0.2)
+            else:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                return
+
+
 def test_sigkill_of_one_rank_then_rerun_resumes(data, tmp_path):
     config = probe_config(tmp_path)
     cmd = train_cmd(config, data, tmp_path, 5, "--gpus", str(WORLD), "--checkpoint-interval", "2")
@@ -158,12 +174,18 @@ def test_sigkill_of_one_rank_then_rerun_resumes(data, tmp_path):
         while not stalled.is_file() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert stalled.is_file(), "rank 1 never reached iteration 3"
+        # the launcher dies first (as when its job's shell is killed): torchrun,
+        # its orphan, still holds the work dir's lock, so a rerun cannot start beside it
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        beside = subprocess.run(cmd, env=run_env(), capture_output=True, text=True, timeout=300)
+        assert beside.returncode == 2, beside.stderr[-2000:]
+        assert "holds this work dir" in beside.stderr
         os.kill(int(stalled.read_text()), signal.SIGKILL)  # rank 1, mid-stage
-        proc.wait(timeout=300)
+        wait_until_unlocked(tmp_path / "work" / ".lock", timeout=300)  # torchrun gave up
     finally:
-        if proc.poll() is None:  # the launcher, torchrun and its workers
+        with contextlib.suppress(ProcessLookupError):  # torchrun and its workers, if left
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode != 0, err_file.read_text()[-3000:]
     assert not (tmp_path / "final.pth").exists()
     # rank 0 cannot finish iteration 4 without rank 1: the latest checkpoint is iteration 2
