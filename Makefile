@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV ?= .venv
 CORES ?= 2
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
 SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.oidseg-installed
 # rules call `python`: the venv's

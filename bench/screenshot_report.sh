@@ -13,7 +13,8 @@
 # (app.showCategory, app.setView) once the page has loaded; the original file
 # is not changed. Exit status 1 when the result is not in the report or its
 # image is not in the rendered page. The screenshot is shrunk to at most 1600
-# px wide and 256 colours (PIL) so that it stays small enough for docs/.
+# px wide and 256 colours (PIL), narrower until it is at most MAX_BYTES
+# (300000) bytes, small enough for docs/.
 set -euo pipefail
 report=${1:?usage: $0 report.html out.png [result] [category] [WxH]}
 out=${2:?usage: $0 report.html out.png [result] [category] [WxH]}
@@ -81,13 +82,21 @@ timeout 300 "$browser" "${flags[@]}" --window-size="${size/x/,}" --screenshot="$
   cat "$work/chromium.log" >&2
   exit 1
 }
-"$py" - "$work/shot.png" "$out" << 'EOF'
+"$py" - "$work/shot.png" "$out" "${MAX_BYTES:-300000}" << 'EOF'
 import sys
 from PIL import Image
-src, dst = sys.argv[1:]
+import io
+src, dst, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
 shot = Image.open(src).convert("RGB")
-if shot.width > 1600:
-    shot = shot.resize((1600, round(shot.height * 1600 / shot.width)), Image.LANCZOS)
-shot.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(dst, optimize=True)
+width = min(shot.width, 1600)
+while True:  # 256 colours; narrower until it fits the byte limit
+    small = shot.resize((width, round(shot.height * width / shot.width)), Image.LANCZOS)
+    buffer = io.BytesIO()
+    small.quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                   dither=Image.Dither.NONE).save(buffer, format="PNG", optimize=True)
+    if buffer.tell() <= limit or width <= 400:
+        break
+    width = int(width * 0.9)
+open(dst, "wb").write(buffer.getvalue())
 EOF
 echo "screenshot: $out ($(stat -c %s "$out") bytes, $((SECONDS - started)) s in Chromium)"

@@ -8,8 +8,11 @@ its own colour (:func:`class_colours`); a mask is blended into the image at
 score of a prediction) is written at the object's top-left corner. Group-of
 and box-only ground truth are dashed boxes.
 
-Figures are matplotlib grids: :func:`plot_pairs` (ground truth | submission,
-several pairs per row) and :func:`plot_predictions` (submission only).
+Figures are matplotlib grids of panels (:func:`plot_grid`); the held-out
+figure alternates ground truth and submission panels, the test figure has
+submission panels only (``scripts/visualize.py``). :func:`write_pr_curves` /
+:func:`read_pr_curves` carry the scorer's per-class precision/recall arrays to
+the report's PR curves.
 """
 
 from __future__ import annotations
@@ -242,11 +245,11 @@ def _draw_panel(ax, panel: Panel, colours: dict, names: dict[str, str]) -> None:
     from matplotlib.patches import Rectangle
 
     ax.imshow(draw_masks(panel.image, panel.instances, colours), interpolation="nearest")
+    # one label per (corner, score): the hierarchy copies of a mask share theirs
+    labels: dict[tuple, list] = {}
     for inst in panel.instances:
         rgb = np.asarray(colours[inst.label]) / 255.0
         text = names.get(inst.label) or inst.label
-        if inst.score is not None:
-            text = f"{text} {inst.score:.2f}"
         if inst.box is not None:
             x0, y0, x1, y1 = inst.box
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=rgb,
@@ -257,10 +260,14 @@ def _draw_panel(ax, panel: Panel, colours: dict, names: dict[str, str]) -> None:
             anchor = _mask_box(inst.mask)
         else:
             continue
+        key = (round(anchor[0], 1), round(anchor[1], 1), inst.score)
+        labels.setdefault(key, [rgb, []])[1].append(text)
+    for (x, y, score), (rgb, texts) in labels.items():
+        text = " / ".join(dict.fromkeys(texts)) + ("" if score is None else f" {score:.2f}")
         # above the object, or just inside it at the image's top edge
-        inside = anchor[1] < 0.06 * panel.image.shape[0]
-        ax.text(anchor[0], anchor[1], text, fontsize=5.5, color="white",
-                va="top" if inside else "bottom", ha="left", clip_on=True,
+        inside = y < 0.06 * panel.image.shape[0]
+        ax.text(x, y, text, fontsize=5.5, color="white", va="top" if inside else "bottom",
+                ha="left", clip_on=True,
                 bbox={"facecolor": rgb, "alpha": 0.8, "pad": 0.8, "linewidth": 0})
     ax.set_title(panel.title, fontsize=7)
     ax.set_xticks([])

@@ -86,5 +86,5 @@ def test_rerunning_one_shard_touches_only_its_descendants(run):
     # and the figures drawn from it
     assert counts == {
         "convert": 1, "expand_hierarchy": 1, "merge": 1, "combine": 1, "validate_submission": 1,
-        "visualize": 1, "figures": 1, "all": 1,
+        "visualize": 1, "all": 1,
     }

@@ -157,8 +157,8 @@ def test_figures_show_the_submitted_masks_in_their_class_colour(case):
     assert run_cli(VISUALIZE.main, case.args()) == 0
     val, test = case.root / "fig" / "val.png", case.root / "fig" / "test.png"
     # 1 pair: 2 panels of PANEL_INCHES x DPI; 2 test panels
-    side = int(vis.PANEL_INCHES * vis.DPI)
-    height = int(round((vis.PANEL_INCHES + 0.4) * vis.DPI))
+    side = round(vis.PANEL_INCHES * vis.DPI)
+    height = round((vis.PANEL_INCHES + 0.4) * vis.DPI)
     assert Image.open(val).size == (2 * side, height)
     assert Image.open(test).size == (2 * side, height)
     # the mask on a black image: MASK_ALPHA x the class colour, over many pixels
@@ -326,13 +326,13 @@ def test_tiny_run_writes_the_figures(tiny_run):
     pairs = min(config["n_images"], len(heldout))
     per_row = min(VISUALIZE.PAIRS_PER_ROW, pairs)
     rows = -(-pairs // per_row)
-    assert Image.open(val).size == (int(2 * per_row * vis.PANEL_INCHES * vis.DPI),
-                                    int(round((rows * vis.PANEL_INCHES + 0.4) * vis.DPI)))
+    assert Image.open(val).size == (round(2 * per_row * vis.PANEL_INCHES * vis.DPI),
+                                    round((rows * vis.PANEL_INCHES + 0.4) * vis.DPI))
     n_test = min(config["n_test_images"], len(pd.read_csv(tiny_run / "results/submission.csv")))
     per_row = min(VISUALIZE.TEST_PER_ROW, n_test)
     rows = -(-n_test // per_row)
-    assert Image.open(test).size == (int(per_row * vis.PANEL_INCHES * vis.DPI),
-                                     int(round((rows * vis.PANEL_INCHES + 0.4) * vis.DPI)))
+    assert Image.open(test).size == (round(per_row * vis.PANEL_INCHES * vis.DPI),
+                                     round((rows * vis.PANEL_INCHES + 0.4) * vis.DPI))
     assert Image.open(pr).size[0] > 0
     log = (tiny_run / "logs/visualize.log").read_text()
     assert f"{pairs} held-out images" in log
