@@ -1,7 +1,7 @@
 """Benchmark of the post-processing chain on one full-size synthetic shard.
 
     PYTHONPATH=. .venv/bin/python bench/bench_postprocess.py [--images 4000] [--dets 120]
-        [--iou {c,public}] [--malloc-trim BYTES] [--workdir DIR [--reuse]]
+        [--malloc-trim BYTES] [--workdir DIR [--reuse]]
 
 Generates a synthetic 300-class hierarchy shaped like the real one (275
 leaves, 23 parents, 2 grandparents; some leaves under two parents, some
@@ -13,11 +13,8 @@ CLIs (convert leaf, convert parent, expand x2, merge, combine, validate) as
 child processes and prints each one's CPU seconds and peak memory, and the
 extrapolation to the 25 test shards (99,999 images).
 
-Routes: ``--iou c`` (the default, as the workflow runs) lets merge use
-pycocotools' C mask API through ctypes (:func:`oidseg.kaggle.coco_c_api`);
-``--iou public`` runs every step with that binding off, so merge takes the
-public route (one ``pycocotools.mask.iou`` call per image and class).
-``--malloc-trim BYTES`` sets glibc's ``MALLOC_TRIM_THRESHOLD_`` in the
+Merge computes mask IoUs with pycocotools' public ``mask.iou`` (one call
+per image and class over the candidate pairs' masks). ``--malloc-trim BYTES`` sets glibc's ``MALLOC_TRIM_THRESHOLD_`` in the
 convert steps' environment (default: unset, no tuning, as the workflow
 runs; 268435456 is what the removed ``mallopt`` call set: no measurable
 gain, the same page faults).
@@ -47,13 +44,6 @@ from oidseg.hierarchy import load_hierarchy  # noqa: E402
 
 TEST_IMAGES = 99_999
 SHARDS = 25
-
-# runs a script (argv[1:]) with oidseg.kaggle.coco_c_api switched off
-_PUBLIC_ROUTE = (
-    "import runpy, sys; import oidseg.kaggle as k; k.coco_c_api = lambda: None; "
-    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-)
-
 
 def synthetic_hierarchy(folder: Path, seed: int = 0) -> Path:
     """300 classes: 275 leaves, 23 parents, 2 grandparents -> classes.json."""
@@ -167,17 +157,16 @@ def detection_shard(
 
 
 def run_step(
-    name: str, argv: list[str], *, iou: str = "c", malloc_trim: int | None = None
+    name: str, argv: list[str], *, malloc_trim: int | None = None
 ) -> tuple[float, float, float]:
     """Run one CLI; return (CPU s, wall s, peak RSS MB) of that child alone."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
     if malloc_trim is not None and name.startswith("convert"):
         env["MALLOC_TRIM_THRESHOLD_"] = str(malloc_trim)
-    launch = ["-c", _PUBLIC_ROUTE] if iou == "public" else []
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, *launch, *argv], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, *argv], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
     )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
@@ -200,13 +189,6 @@ def main(argv=None) -> None:
     )
     parser.add_argument(
         "--reuse", action="store_true", help="reuse the shards already generated in --workdir"
-    )
-    parser.add_argument(
-        "--iou",
-        choices=("c", "public"),
-        default="c",
-        help="merge's mask IoU: pycocotools' C API through ctypes (c, the default) or "
-        "one pycocotools.mask.iou call per image and class (public)",
     )
     parser.add_argument(
         "--malloc-trim",
@@ -335,14 +317,14 @@ def main(argv=None) -> None:
         ]
         rows = []
         for name, cmd in steps:
-            cpu, wall, peak = run_step(name, cmd, iou=args.iou, malloc_trim=args.malloc_trim)
+            cpu, wall, peak = run_step(name, cmd, malloc_trim=args.malloc_trim)
             rows.append((name, cpu, wall, peak))
         scale = TEST_IMAGES / args.images
         trim = "unset" if args.malloc_trim is None else args.malloc_trim
         print(
             f"\nPost-processing, one shard of {args.images} images x {args.dets} detections "
             f"per ensemble (extrapolated x{scale:.2f} to {TEST_IMAGES} images), "
-            f"--iou {args.iou}, MALLOC_TRIM_THRESHOLD_ {trim}:"
+            f"MALLOC_TRIM_THRESHOLD_ {trim}:"
         )
         print(f"{'step':32s} {'CPU s':>8s} {'wall s':>8s} {'peak MB':>8s} {'CPU s, test set':>16s}")
         for name, cpu, wall, peak in rows:

@@ -22,14 +22,11 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import ctypes
-import functools
 import io
 import math
 import re
 import zlib
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
@@ -46,68 +43,6 @@ _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark before the header is allowed
 #: print as ``0.000000`` are written as this value so that no later
 #: ``score > 0`` threshold drops them (a defect of the original).
 MIN_POSITIVE_SCORE = 1e-6
-
-
-class RleStruct(ctypes.Structure):
-    """pycocotools' C ``RLE`` struct (maskApi.h: h, w, m, cnts)."""
-
-    _fields_ = [
-        ("h", ctypes.c_size_t),
-        ("w", ctypes.c_size_t),
-        ("m", ctypes.c_size_t),
-        ("cnts", ctypes.POINTER(ctypes.c_uint)),
-    ]
-
-
-#: the pycocotools release whose C mask API (maskApi.h) :func:`coco_c_api`
-#: binds; pyproject.toml and envs/*.yaml pin it
-COCO_C_API_VERSION = "2.0.11"
-
-
-@functools.lru_cache(maxsize=1)
-def coco_c_api() -> ctypes.CDLL | None:
-    """pycocotools' C mask API (``rleFrString``, ``rleArea``, ``rleToBbox``,
-    ``rleIou``, ``rleFree``), which its extension module exports.
-
-    Merge is the one user: it parses each mask string once and calls
-    ``rleIou`` once per candidate pair, lazily (a pair whose masks are
-    already suppressed is skipped). The public route, one
-    ``pycocotools.mask.iou`` call per image and class (which parses the
-    strings again on every call and computes the whole rows x columns
-    matrix), made merge 1.7x slower: 28.7 instead of 16.9 CPU s a shard,
-    +4.9 CPU-minutes for the test set (bench/bench_postprocess.py --iou
-    public / c), whose 30-minute goal has no room for it. RLE arguments
-    are addresses into an ``(RleStruct * n)`` array. None (then merge takes
-    the public route) unless the installed pycocotools is
-    :data:`COCO_C_API_VERSION` and exports the symbols.
-    """
-    try:
-        if version("pycocotools") != COCO_C_API_VERSION:
-            return None
-        from pycocotools import _mask
-
-        lib = ctypes.CDLL(_mask.__file__)
-        rle_p = ctypes.c_void_p
-        lib.rleFrString.argtypes = [rle_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t]
-        lib.rleFrString.restype = None
-        lib.rleFree.argtypes = [rle_p]
-        lib.rleFree.restype = None
-        lib.rleArea.argtypes = [rle_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_uint)]
-        lib.rleArea.restype = None
-        lib.rleToBbox.argtypes = [rle_p, ctypes.POINTER(ctypes.c_double), ctypes.c_size_t]
-        lib.rleToBbox.restype = None
-        lib.rleIou.argtypes = [
-            rle_p,
-            rle_p,
-            ctypes.c_size_t,
-            ctypes.c_size_t,
-            ctypes.c_void_p,
-            ctypes.POINTER(ctypes.c_double),
-        ]
-        lib.rleIou.restype = None
-    except (ImportError, PackageNotFoundError, OSError, AttributeError):
-        return None
-    return lib
 
 
 def valid_rle_string(counts: bytes) -> bool:

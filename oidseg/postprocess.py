@@ -23,7 +23,6 @@ lost to rounding).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import mmap
 import sys
@@ -44,8 +43,6 @@ from oidseg.kaggle import (
     iter_shard,
     parse_score,
     read_image_list,
-    RleStruct,
-    coco_c_api,
     rle_area,
     split_predictions,
     valid_rle_string,
@@ -230,64 +227,27 @@ def expand(
 
 class RleSet:
     """The masks of one image (compressed-RLE counts at h x w) with area,
-    tight box (x, y, w, h) and mask IoU (pycocotools semantics, iscrowd 0).
+    tight box (x, y, w, h) and mask IoU matrices (pycocotools' public
+    ``mask`` API, iscrowd 0)."""
 
-    With the C API (:func:`oidseg.kaggle.coco_c_api`, ``pairwise``) every
-    string is parsed once and :meth:`iou` costs one C call per pair; else
-    (the public route) :meth:`ious` gives a rows x columns matrix in one
-    ``pycocotools.mask.iou`` call."""
+    def __init__(self, counts: Sequence[bytes], height: int, width: int):
+        from pycocotools import mask as mask_utils
 
-    def __init__(self, counts: Sequence[bytes], height: int, width: int, *, use_c: bool = True):
         self.n = len(counts)
-        self._lib = coco_c_api() if use_c else None
-        self._dicts = [{"size": [height, width], "counts": c} for c in counts]
-        self._parsed = 0
         for i, c in enumerate(counts):
             if not valid_rle_string(c):
                 raise ValueError(f"mask {i + 1} is not a valid COCO RLE")
+        self._dicts = [{"size": [height, width], "counts": c} for c in counts]
         if self.n == 0:
             self.areas = np.zeros(0, dtype=np.int64)
             self.boxes = np.zeros((0, 4), dtype=np.float64)
             return
-        if self._lib is None:
-            from pycocotools import mask as mask_utils
-
-            self.areas = rle_area(self._dicts)
-            self.boxes = np.asarray(mask_utils.toBbox(self._dicts), dtype=np.float64).reshape(-1, 4)
-            return
-        self._arr = (RleStruct * self.n)()
-        self._size = ctypes.sizeof(RleStruct)
-        self._base = ctypes.addressof(self._arr)
-        parse, base, size = self._lib.rleFrString, self._base, self._size
-        for i, c in enumerate(counts):
-            parse(base + i * size, c, height, width)
-            self._parsed += 1
-        areas = (ctypes.c_uint * self.n)()
-        self._lib.rleArea(self._base, self.n, areas)
-        self.areas = np.frombuffer(areas, dtype=np.uint32).astype(np.int64)
-        boxes = (ctypes.c_double * (4 * self.n))()
-        self._lib.rleToBbox(self._base, boxes, self.n)
-        self.boxes = np.frombuffer(boxes, dtype=np.float64).reshape(self.n, 4).copy()
-        self._out = ctypes.c_double()
-
-    def iou(self, i: int, j: int) -> float:
-        """Mask IoU of masks ``i`` and ``j``."""
-        if self._lib is None:
-            from pycocotools import mask as mask_utils
-
-            return float(mask_utils.iou([self._dicts[i]], [self._dicts[j]], [0])[0][0])
-        base, size = self._base, self._size
-        self._lib.rleIou(base + i * size, base + j * size, 1, 1, None, ctypes.byref(self._out))
-        return self._out.value
-
-    @property
-    def pairwise(self) -> bool:
-        """True where single IoUs are cheap (:meth:`iou` through the C API)."""
-        return self._lib is not None
+        self.areas = rle_area(self._dicts)
+        self.boxes = np.asarray(mask_utils.toBbox(self._dicts), dtype=np.float64).reshape(-1, 4)
 
     def ious(self, rows: Sequence[int], cols: Sequence[int]) -> np.ndarray:
         """Mask IoU matrix of masks ``rows`` x ``cols``: one
-        ``pycocotools.mask.iou`` call (the public route)."""
+        ``pycocotools.mask.iou`` call."""
         from pycocotools import mask as mask_utils
 
         if not len(rows) or not len(cols):
@@ -297,18 +257,6 @@ class RleSet:
         out = mask_utils.iou(d, g, [0] * len(g))
         return np.asarray(out, dtype=np.float64).reshape(len(d), len(g))
 
-    def close(self) -> None:
-        if self._lib is not None:
-            for i in range(self._parsed):
-                self._lib.rleFree(self._base + i * self._size)
-            self._parsed = 0
-
-    def __enter__(self) -> "RleSet":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 class _Subset:
     """A view of some masks of an :class:`RleSet`, re-indexed 0..k-1."""
@@ -317,10 +265,6 @@ class _Subset:
         self._rles, self._index = rles, index.tolist()
         self.areas = rles.areas[index]
         self.boxes = rles.boxes[index]
-        self.pairwise = rles.pairwise
-
-    def iou(self, i: int, j: int) -> float:
-        return self._rles.iou(self._index[i], self._index[j])
 
     def ious(self, rows: Sequence[int], cols: Sequence[int]) -> np.ndarray:
         return self._rles.ious([self._index[i] for i in rows], [self._index[j] for j in cols])
@@ -385,16 +329,10 @@ def mask_nms(
     # pairs (i, j), i before j in the walk, sorted by i: when i's pairs come,
     # i's own fate is settled (every pair (k, i) came before)
     alive = [True] * n
-    order_list = order.tolist()
-    if masks.pairwise:  # one cheap C call per pair, only while both are alive
-        for i, j in zip(first.tolist(), second.tolist()):
-            if alive[i] and alive[j] and masks.iou(order_list[i], order_list[j]) >= iou_thr:
-                alive[j] = False
-    else:
-        over = _pair_ious(masks, order, block_end, first, second) >= iou_thr
-        for i, j, o in zip(first.tolist(), second.tolist(), over.tolist()):
-            if o and alive[i] and alive[j]:
-                alive[j] = False
+    over = _pair_ious(masks, order, block_end, first, second) >= iou_thr
+    for i, j, o in zip(first.tolist(), second.tolist(), over.tolist()):
+        if o and alive[i] and alive[j]:
+            alive[j] = False
     keep[order[~np.array(alive, dtype=bool)]] = False
     return np.flatnonzero(keep)
 
@@ -424,7 +362,6 @@ def merge_predictions(
     *,
     iou_thr: float,
     score_thr: float,
-    use_c: bool = True,
 ) -> str:
     """Concatenate PredictionStrings, keep ``score > score_thr``, drop empty
     masks, then :func:`mask_nms`. Kept triples stay in input order (first
@@ -447,16 +384,16 @@ def merge_predictions(
             counts.append(decode_mask(masks[i], height, width))  # bounded by H x W
         except ValueError as exc:
             raise ValueError(f"triple {i + 1} ({labels[i]}): {exc}") from None
-    with RleSet(counts, height, width, use_c=use_c) as rles:
-        non_empty = np.flatnonzero(rles.areas > 0)
-        kept_local = non_empty[
-            mask_nms(
-                [labels[candidates[k]] for k in non_empty],
-                scores[candidates[non_empty]],
-                _Subset(rles, non_empty),
-                iou_thr,
-            )
-        ]
+    rles = RleSet(counts, height, width)
+    non_empty = np.flatnonzero(rles.areas > 0)
+    kept_local = non_empty[
+        mask_nms(
+            [labels[candidates[k]] for k in non_empty],
+            scores[candidates[non_empty]],
+            _Subset(rles, non_empty),
+            iou_thr,
+        )
+    ]
     kept = candidates[kept_local]
     return " ".join(f"{labels[i]} {score_text[i]} {masks[i]}" for i in kept)
 

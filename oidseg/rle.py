@@ -90,17 +90,6 @@ def inflate_bounded(data: bytes, max_length: int) -> bytes:
     return out
 
 
-def _numbers(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Numbers of a concatenation of well-terminated strings: (end position
-    of each number, start position, character count)."""
-    ends = np.flatnonzero((groups & 0x20) == 0)
-    starts = np.empty_like(ends)
-    if ends.size:
-        starts[0] = 0
-        starts[1:] = ends[:-1] + 1
-    return ends, starts, ends - starts + 1
-
-
 def parse_runs(counts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """Check COCO compressed-RLE strings and sum their runs.
 
@@ -109,6 +98,8 @@ def parse_runs(counts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     one of :data:`PROBLEMS`). A string is valid when it uses COCO's alphabet,
     ends with a complete number, no number is longer than
     :data:`MAX_NUMBER_CHARS`, the first run is >= 0 and every later run >= 1.
+    One pass of numpy over the concatenated strings (a few operations per
+    character, the rest per number; ``bench/bench_postprocess.py``).
     """
     n = len(counts)
     totals = np.full(n, -1, dtype=np.int64)
@@ -116,53 +107,76 @@ def parse_runs(counts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     if n == 0:
         return totals, problems
     lengths = np.fromiter(map(len, counts), dtype=np.int64, count=n)
-    groups = np.frombuffer(b"".join(counts), dtype=np.uint8).astype(np.int64) - 48
-    owner = np.repeat(np.arange(n), lengths)
+    bounds = np.cumsum(lengths)  # end (exclusive) of each string
+    # 5-bit groups; a character below '0' wraps above 63
+    groups = np.frombuffer(b"".join(counts), dtype=np.uint8) - np.uint8(48)
     # syntax: non-empty, alphabet 48..111, last group without the "more" bit
     bad = lengths == 0
-    bad[owner[(groups < 0) | (groups > 63)]] = True
-    last = np.cumsum(lengths) - 1
-    bad[~bad] |= (groups[last[~bad]] & 0x20) != 0
+    outside = np.flatnonzero(groups > 63)
+    if outside.size:
+        bad[np.searchsorted(bounds, outside, side="right")] = True
+    nonempty = ~bad
+    bad[nonempty] |= groups[bounds[nonempty] - 1] >= 32
     problems[bad] = BAD_SYNTAX
     if bad.any():
-        keep = ~bad[owner]
-        groups, owner = groups[keep], owner[keep]
-    # numbers (none crosses a string boundary now); drop strings with a too long one
-    ends, starts, nchars = _numbers(groups)
-    too_long = nchars > MAX_NUMBER_CHARS
-    if too_long.any():
-        problems[owner[ends[too_long]]] = BAD_NUMBER
-        keep = problems[owner] == OK
-        groups, owner = groups[keep], owner[keep]
-        ends, starts, nchars = _numbers(groups)
+        groups = groups[np.repeat(~bad, lengths)]
+        lengths = np.where(bad, 0, lengths)
+        bounds = np.cumsum(lengths)
+    # numbers (none crosses a string boundary now): the last group of each
+    # has no "more" bit (0x20)
+    ends = np.flatnonzero(groups < 32)
     m = ends.size
     if m == 0:
         return totals, problems
-    within = np.arange(groups.size) - np.repeat(starts, nchars)
-    values = np.add.reduceat((groups & 0x1F) << (5 * within), starts)
-    values -= ((groups[ends] & 0x10) != 0) << (5 * nchars)  # sign of the last group
-    # runs: c0, c1, c2 as written; c[i] = x[i] + c[i - 2] from i = 3 on, i.e.
-    # running sums over the odd positions and over the even positions >= 2 of
-    # each string (segmented sums: global running sums minus their value
-    # before the string's first number)
-    num_owner = owner[ends]
-    is_first = np.empty(m, dtype=bool)
-    is_first[0] = True
-    np.not_equal(num_owner[1:], num_owner[:-1], out=is_first[1:])
-    first = np.flatnonzero(is_first)
-    per_string = np.diff(np.append(first, m))
-    index = np.arange(m) - np.repeat(first, per_string)
-    odd = (index & 1).astype(bool)
-    runs = np.where(index == 0, values, 0)
-    for chain in (odd, ~odd & (index > 0)):
-        part = np.where(chain, values, 0)
-        running = np.cumsum(part)
-        before = np.repeat(running[first] - part[first], per_string)
-        runs += np.where(chain, running - before, 0)
-    bad_run = runs < (index > 0)  # first run >= 0, later runs >= 1
-    strings = num_owner[first]
+    per_string = np.diff(np.searchsorted(ends, bounds), prepend=0)
+    nchars = np.diff(ends, prepend=-1)
+    if nchars.max() > MAX_NUMBER_CHARS:
+        too_long = np.searchsorted(bounds, ends[nchars > MAX_NUMBER_CHARS], side="right")
+        problems[too_long] = BAD_NUMBER
+        rest = np.flatnonzero(problems == OK)
+        totals[rest], problems[rest] = parse_runs([counts[i] for i in rest])
+        return totals, problems
+    # the last group is a signed 5-bit number (bit 0x10 the sign), the earlier
+    # ones unsigned 5-bit digits, least significant first
+    values = ((groups[ends] << np.uint8(3)).view(np.int8) >> np.int8(3)).astype(np.int64)
+    multi = np.flatnonzero(nchars > 1)
+    if multi.size:
+        k_last = nchars[multi] - 1
+        starts = ends[multi] - k_last
+        low = np.zeros(multi.size, dtype=np.int64)
+        for k in range(MAX_NUMBER_CHARS - 1):
+            sel = np.flatnonzero(k_last > k)
+            if sel.size == 0:
+                break
+            low[sel] |= (groups[starts[sel] + k] & np.uint8(0x1F)).astype(np.int64) << (5 * k)
+        values[multi] = (values[multi] << (5 * k_last)) + low
+    has = per_string > 0
+    first = (np.cumsum(per_string) - per_string)[has]
+    # runs: c0, c1, c2 as written; c[i] = x[i] + c[i - 2] from i = 3 on, so
+    # within a string each parity chain (i = 1, 3, ... and i = 2, 4, ...) is a
+    # running sum. The numbers of one chain share their global parity: two
+    # global running sums (even and odd positions, the strings' first numbers
+    # left out) minus their value at each string's first number.
+    chain = values.copy()
+    chain[first] = 0
+    run_even = chain.copy()
+    run_even[1::2] = 0
+    np.cumsum(run_even, out=run_even)
+    run_odd = chain
+    run_odd[0::2] = 0
+    np.cumsum(run_odd, out=run_odd)
+    in_string = per_string[has]
+    base = np.repeat(run_even[first], in_string)
+    base[1::2] = np.repeat(run_odd[first], in_string)[1::2]
+    runs = run_even
+    runs[1::2] = run_odd[1::2]
+    runs -= base
+    runs[first] = values[first]
+    bad_run = runs < 1  # every run after the first >= 1, the first >= 0
+    bad_run[first] = values[first] < 0
     if bad_run.any():
-        problems[num_owner[bad_run]] = BAD_RUN
+        problems[np.searchsorted(bounds, ends[bad_run], side="right")] = BAD_RUN
+    strings = np.flatnonzero(has)
     sums = np.add.reduceat(runs, first)
     good = problems[strings] == OK
     totals[strings[good]] = sums[good]

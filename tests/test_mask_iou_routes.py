@@ -1,6 +1,6 @@
-"""Merge's two mask IoU routes: pycocotools' C mask API through ctypes (only
-for the pycocotools version it was written against) and the public
-``pycocotools.mask.iou`` fallback keep the same detections."""
+"""Merge's mask NMS through pycocotools' public ``mask.iou`` (one call per
+image and class over the candidate pairs' masks) keeps exactly what a plain
+greedy NMS over the whole IoU matrix keeps."""
 
 from __future__ import annotations
 
@@ -8,24 +8,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-import oidseg.kaggle as kaggle
-from oidseg.kaggle import encode_mask
-from oidseg.postprocess import RleSet, mask_nms, merge_predictions
-
-
-@pytest.fixture
-def pycocotools_version(monkeypatch):
-    """Set the pycocotools version coco_c_api sees; the cache is cleared
-    before and after."""
-
-    def set_version(value: str) -> None:
-        monkeypatch.setattr(kaggle, "version", lambda name: value)
-        kaggle.coco_c_api.cache_clear()
-
-    kaggle.coco_c_api.cache_clear()
-    yield set_version
-    monkeypatch.undo()
-    kaggle.coco_c_api.cache_clear()
+from oidseg.postprocess import RleSet, mask_nms
 
 
 def random_masks(rng, n: int, h: int, w: int) -> list[np.ndarray]:
@@ -63,22 +46,8 @@ def reference_keep(labels, scores, masks, thr) -> list[int]:
     return sorted(kept)
 
 
-def test_c_api_is_bound_only_for_the_pinned_pycocotools(pycocotools_version):
-    if kaggle.version("pycocotools") != kaggle.COCO_C_API_VERSION:
-        pytest.skip("the installed pycocotools is not the pinned one")
-    pycocotools_version(kaggle.COCO_C_API_VERSION)
-    assert kaggle.coco_c_api() is not None
-    counts = [counts_of(m) for m in random_masks(np.random.default_rng(0), 4, 9, 11)]
-    with RleSet(counts, 9, 11) as rles:
-        assert rles.pairwise
-    pycocotools_version("2.0.12")
-    assert kaggle.coco_c_api() is None
-    with RleSet(counts, 9, 11) as rles:
-        assert not rles.pairwise
-
-
 @pytest.mark.parametrize("n,classes", [(60, 3), (300, 2)])  # 300: over 255 masks a call
-def test_both_routes_keep_what_greedy_nms_keeps(n, classes):
+def test_mask_nms_keeps_what_greedy_nms_keeps(n, classes):
     rng = np.random.default_rng(n)
     h, w = 16, 21
     masks = random_masks(rng, n, h, w)
@@ -87,23 +56,4 @@ def test_both_routes_keep_what_greedy_nms_keeps(n, classes):
     expected = reference_keep(labels, scores, masks, 0.5)
     assert 0 < len(expected) < n
     counts = [counts_of(m) for m in masks]
-    for use_c in (True, False):
-        with RleSet(counts, h, w, use_c=use_c) as rles:
-            assert rles.pairwise is use_c
-            assert mask_nms(labels, scores, rles, 0.5).tolist() == expected
-
-
-def test_merge_falls_back_to_the_public_route(pycocotools_version):
-    rng = np.random.default_rng(3)
-    h, w = 12, 17
-    masks = random_masks(rng, 40, h, w)
-    labels = [f"/m/c{k}" for k in rng.integers(0, 2, size=40)]
-    triples = [f"{c} {s:.6f} {encode_mask(counts_of(m))}"
-               for c, s, m in zip(labels, rng.random(40), masks)]
-    inputs = [" ".join(triples[:25]), " ".join(triples[25:])]
-    c_route = merge_predictions(inputs, w, h, iou_thr=0.5, score_thr=0.0)
-    pycocotools_version("1.0.0")  # another pycocotools: no C binding
-    public_route = merge_predictions(inputs, w, h, iou_thr=0.5, score_thr=0.0)
-    assert public_route == c_route
-    assert 0 < public_route.count(" ") // 3 + 1 < 40
-
+    assert mask_nms(labels, scores, RleSet(counts, h, w), 0.5).tolist() == expected

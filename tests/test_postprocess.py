@@ -197,18 +197,13 @@ def test_expand_file_and_unknown_label(classes_json, tmp_path):
 # ---------------------------------------------------------------- mask NMS
 
 
-@pytest.fixture(params=[True, False], ids=["c_api", "python_api"])
-def use_c(request):
-    return request.param
-
-
 @pytest.fixture
-def nms_keep(use_c):
+def nms_keep():
     def run(masks, scores, labels=None, iou=0.5):
         labels = labels or ["/m/P1"] * len(masks)
         h, w = masks[0].shape
-        with RleSet([counts_of(m) for m in masks], h, w, use_c=use_c) as rles:
-            return mask_nms(labels, np.array(scores, float), rles, iou).tolist()
+        rles = RleSet([counts_of(m) for m in masks], h, w)
+        return mask_nms(labels, np.array(scores, float), rles, iou).tolist()
 
     return run
 
@@ -243,7 +238,7 @@ def test_nms_different_classes_never_suppress(nms_keep):
     assert nms_keep([m, m, m], [0.5, 0.5, 0.4], labels=["/m/P1", "/m/P2", "/m/P1"]) == [0, 1]
 
 
-def test_merge_predictions_drops_empty_and_thresholds(use_c):
+def test_merge_predictions_drops_empty_and_thresholds():
     h, w = 4, 10
     full = strip(h, w, 0, 10)
     empty = np.zeros((h, w), np.uint8)
@@ -255,7 +250,7 @@ def test_merge_predictions_drops_empty_and_thresholds(use_c):
             triple("/m/G", "0.300000", full),
         ]
     )
-    merged = merge_predictions([a, b], w, h, iou_thr=0.5, score_thr=0.0, use_c=use_c)
+    merged = merge_predictions([a, b], w, h, iou_thr=0.5, score_thr=0.0)
     # first input wins the tie; empty mask and the zero score are dropped
     assert merged == " ".join([triple("/m/P1", "0.400000", full), triple("/m/G", "0.300000", full)])
     assert merge_predictions([a, b], w, h, iou_thr=0.5, score_thr=0.35) == triple(
@@ -355,18 +350,19 @@ def test_combine_errors_leave_no_output(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".sub.csv")]
 
 
-def test_rle_set_c_and_python_agree():
+def test_rle_set_areas_boxes_and_ious():
     rng = np.random.default_rng(5)
     masks = [rng.random((17, 23)) < p for p in (0.1, 0.3, 0.5, 0.7, 0.9)] + [np.zeros((17, 23))]
     counts = [counts_of(m) for m in masks]
-    with RleSet(counts, 17, 23, use_c=True) as c, RleSet(counts, 17, 23, use_c=False) as py:
-        assert c.areas.tolist() == py.areas.tolist() == [int(m.sum()) for m in masks]
-        assert np.array_equal(c.boxes, py.boxes)
-        for j in range(1, 6):
-            inter = (masks[0] & masks[j].astype(bool)).sum()
-            union = (masks[0] | masks[j].astype(bool)).sum()
-            assert c.iou(0, j) == pytest.approx(inter / union)
-            assert py.iou(0, j) == pytest.approx(inter / union)
+    rles = RleSet(counts, 17, 23)
+    assert rles.areas.tolist() == [int(m.sum()) for m in masks]
+    ys, xs = np.nonzero(masks[0])
+    assert rles.boxes[0].tolist() == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+    ious = rles.ious([0], [1, 2, 3, 4, 5])[0]
+    for j in range(1, 6):
+        inter = (masks[0] & masks[j].astype(bool)).sum()
+        union = (masks[0] | masks[j].astype(bool)).sum()
+        assert ious[j - 1] == pytest.approx(inter / union)
     with pytest.raises(ValueError, match="mask 2 is not a valid COCO RLE"):
         RleSet([counts[0], counts[1][:-1] + b"a"], 17, 23)
 
