@@ -636,6 +636,18 @@ def _greedy_one_to_one(b: np.ndarray, m: np.ndarray, n_b: int, n_m: int) -> tupl
     return np.concatenate(out_b).astype(np.int64), np.concatenate(out_m).astype(np.int64)
 
 
+def add_ground_truth_arguments(parser) -> None:
+    """The command-line options naming the official validation files that
+    :func:`load_ground_truth` reads (scripts/evaluate.py, scripts/visualize.py)."""
+    parser.add_argument("--hierarchy", required=True, help="hierarchy JSON")
+    parser.add_argument("--classes", required=True, help="class-description CSV (MID,DisplayName)")
+    parser.add_argument("--masks-csv", required=True, help="validation segmentation masks CSV")
+    parser.add_argument("--bbox-csv", required=True, help="validation segmentation bbox CSV")
+    parser.add_argument("--labels-csv", required=True, help="validation image-level labels CSV")
+    parser.add_argument("--masks", required=True, nargs="+",
+                        help="folder(s) of mask PNGs and/or the mask zip archives")
+
+
 def load_ground_truth(
     masks_csv: str | Path,
     bbox_csv: str | Path,

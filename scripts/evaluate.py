@@ -29,13 +29,7 @@ from oidseg.hierarchy import Hierarchy, load_hierarchy  # noqa: E402
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--submission", required=True, help="Kaggle CSV ImageID,ImageWidth,ImageHeight,PredictionString")
-    parser.add_argument("--hierarchy", required=True, help="hierarchy JSON")
-    parser.add_argument("--classes", required=True, help="class-description CSV (MID,DisplayName)")
-    parser.add_argument("--masks-csv", required=True, help="validation segmentation masks CSV")
-    parser.add_argument("--bbox-csv", required=True, help="validation segmentation bbox CSV")
-    parser.add_argument("--labels-csv", required=True, help="validation image-level labels CSV")
-    parser.add_argument("--masks", required=True, nargs="+",
-                        help="folder(s) of mask PNGs and/or the mask zip archives")
+    metric.add_ground_truth_arguments(parser)
     parser.add_argument("--images", required=True, help="folder of {ImageID}.jpg (sizes from headers)")
     parser.add_argument("--image-ids", default=None,
                         help="CSV with an ImageID column: evaluate only these images")

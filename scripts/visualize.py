@@ -38,13 +38,7 @@ TEST_PER_ROW = 4
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hierarchy", required=True, help="hierarchy JSON")
-    parser.add_argument("--classes", required=True, help="class-description CSV (MID,DisplayName)")
-    parser.add_argument("--masks-csv", required=True, help="validation segmentation masks CSV")
-    parser.add_argument("--bbox-csv", required=True, help="validation segmentation bbox CSV")
-    parser.add_argument("--labels-csv", required=True, help="validation image-level labels CSV")
-    parser.add_argument("--masks", required=True, nargs="+",
-                        help="folder(s) of mask PNGs and/or the mask zip archives")
+    metric.add_ground_truth_arguments(parser)
     parser.add_argument("--val-images", required=True, help="folder of validation {ImageID}.jpg")
     parser.add_argument("--image-ids", required=True, help="held-out CSV with an ImageID column")
     parser.add_argument("--val-submission", required=True, help="Kaggle CSV of the held-out split")
