@@ -42,18 +42,38 @@ def force_weights_only_load() -> None:
 
 
 def _unsafe_detail(message: str) -> str:
+    """What a refused pickle would have done, from torch's message: the
+    global it would call ("posix.system"), else torch's own reason."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return f"loading it would call {found.group(1)}"
     found = re.search(r"Unsupported [^\n]*?(?= was not an allowed|\. |\n|$)", message)
     return found.group(0) if found else message.strip().splitlines()[0]
 
 
+def _looks_like_checkpoint(path: Path) -> bool:
+    """torch's zip format, or a legacy pickle (protocol 2+ starts with 0x80)."""
+    import zipfile
+
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return zipfile.is_zipfile(path) or head[:1] == b"\x80" or head == b"PK"
+
+
 def load_checkpoint(path: str | Path, *, kind: str = "checkpoint") -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; a missing,
-    truncated or code-carrying file raises :class:`InputError` naming it."""
+    truncated, foreign or code-carrying file raises :class:`InputError`
+    naming it and saying which of these it is."""
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: {kind} is a directory, not a file")
     if not path.is_file():
         raise InputError(f"{path}: {kind} is missing")
+    if not _looks_like_checkpoint(path):
+        raise InputError(f"{path}: {kind} is not a PyTorch checkpoint (neither torch's zip format "
+                         "nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -68,6 +88,24 @@ def load_checkpoint(path: str | Path, *, kind: str = "checkpoint") -> Any:
                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
 
 
+def nonfinite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding a NaN or an inf."""
+    import torch
+
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(state: Mapping[str, Any], path: str | Path, *, kind: str = "checkpoint") -> None:
+    """:class:`InputError` when weights hold NaN or inf (a diverged training):
+    such weights would give 0 detections with exit 0."""
+    bad = nonfinite_tensors(state)
+    if bad:
+        shown = ", ".join(bad[:SHOWN_KEYS]) + (", ..." if len(bad) > SHOWN_KEYS else "")
+        raise InputError(f"{path}: {kind} holds non-finite weights (NaN/inf) in {len(bad)} of "
+                         f"{len(state)} tensors ({shown}): the training that wrote it diverged")
+
+
 def state_dict_of(ckpt: Any, path: str | Path, *, kind: str = "checkpoint") -> dict:
     """The state_dict of a loaded checkpoint: ``{'state_dict': {...}, ...}``
     or a bare ``{name: tensor}``; a ``module.`` prefix (DDP) is dropped."""
@@ -78,7 +116,9 @@ def state_dict_of(ckpt: Any, path: str | Path, *, kind: str = "checkpoint") -> d
             or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
         raise InputError(f"{path}: {kind} has no state_dict of tensors (expected {{name: tensor}} "
                          "or {'state_dict': {name: tensor}})")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    check_finite(state, path, kind=kind)
+    return state
 
 
 def backbone_part(state: Mapping[str, Any]) -> dict:

@@ -16,6 +16,20 @@ class InputError(Exception):
     """Bad input: the message names the file, the row or ID, and the problem."""
 
 
+class StageError(Exception):
+    """A job that cannot produce a correct result from good input (a training
+    stage that diverged): the message names what happened and where."""
+
+
+#: errno values of a write that failed for lack of room or permission on the
+#: output's file system (a full disk, a quota, a file size limit, read-only)
+_WRITE_ERRNOS = {"ENOSPC", "EDQUOT", "EFBIG", "EROFS"}
+
+
+class OutputError(OSError):
+    """An output that could not be written: names the file and the reason."""
+
+
 #: when this module was imported: temporary files older than this were left
 #: by other (earlier, killed) processes
 _STARTED = time.time()
@@ -67,10 +81,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if is_write_failure(exc) and not isinstance(exc, OutputError):
+            raise OutputError(exc.errno, f"{path}: could not be written ({exc.strerror}); "
+                                         "nothing was left behind") from exc
         raise
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """An OSError of a full disk / quota / size limit / read-only file system."""
+    import errno
+
+    return isinstance(exc, OSError) and errno.errorcode.get(exc.errno or 0) in _WRITE_ERRNOS
 
 
 def read_utf8_text(path: str | Path, kind: str = "file") -> str:
@@ -121,13 +145,23 @@ def load_pickle(path: str | Path, *, kind: str = "pickle") -> Any:
 
 
 def run_cli(main_fn, argv=None) -> int:
-    """Run a script's ``main``; turn :class:`InputError` into a clear
-    one-line message on stderr and exit status 2."""
+    """Run a script's ``main``; turn :class:`InputError`, :class:`StageError`
+    and a failed write (full disk, quota, read-only: :class:`OutputError`)
+    into a clear one-line message on stderr and exit status 2."""
     import sys
 
     try:
         main_fn(argv)
-    except InputError as exc:
+    except (InputError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if not is_write_failure(exc):
+            raise
+        if isinstance(exc, OutputError):
+            print(f"error: {exc.strerror}", file=sys.stderr)
+        else:
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"error: {where}could not be written ({exc.strerror})", file=sys.stderr)
         return 2
     return 0

@@ -699,3 +699,46 @@ def params_from_strings(kind: str, overrides: dict[str, str]) -> ListParams:
     params = cls(**values)
     validate_params(params)
     return params
+
+
+# --------------------------------------------------------------------------
+# A list's source: the pickle it indexes (issue 18, item 4)
+
+LIST_SOURCE_FORMAT = "oidseg-list-source/1"
+
+
+def list_source(kind: str, order: np.ndarray, ann_path: str | Path, n_images: int) -> dict:
+    """What a list was built from: its kind, its entries, and the sha256 of
+    the annotation pickle whose ``data_list`` it indexes."""
+    from oidseg.stage_dir import file_sha256
+
+    return {"format": LIST_SOURCE_FORMAT, "kind": kind, "entries": int(order.size),
+            "ann": str(ann_path), "ann_sha256": file_sha256(ann_path), "ann_images": int(n_images)}
+
+
+def check_list_source(source_path: str | Path, order_path: str | Path, ann_path: str | Path) -> None:
+    """:class:`InputError` unless the list ``order_path`` was built from the
+    pickle ``ann_path`` (a list indexes one pickle's images: used with
+    another pickle whose ``data_list`` is long enough, it trains on the
+    wrong images without any other error)."""
+    import json
+
+    from oidseg.errors import read_utf8_text
+    from oidseg.stage_dir import file_sha256
+
+    try:
+        source = json.loads(read_utf8_text(source_path, kind="list source"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{source_path}: list source is not JSON ({exc})") from None
+    if not isinstance(source, dict) or source.get("format") != LIST_SOURCE_FORMAT:
+        raise InputError(f"{source_path}: not a list source file ({LIST_SOURCE_FORMAT})")
+    entries = int(np.load(order_path, mmap_mode="r").shape[0])
+    if entries != source.get("entries"):
+        raise InputError(f"{order_path}: {entries} entries, its source {source_path} says "
+                         f"{source.get('entries')}: the list and its source file are of different builds")
+    if file_sha256(ann_path) != source.get("ann_sha256"):
+        raise InputError(
+            f"{order_path}: this {source.get('kind')} list was built from {source.get('ann')} "
+            f"({source.get('ann_images')} images, sha256 {str(source.get('ann_sha256'))[:12]}), "
+            f"not from {ann_path}: its indices would pick other images; rebuild the list "
+            f"or train on the pickle it was built from")

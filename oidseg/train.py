@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -52,7 +53,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from oidseg.errors import InputError, atomic_path, atomic_write_bytes
+from oidseg.errors import InputError, OutputError, StageError, atomic_path, atomic_write_bytes, is_write_failure
 
 AUGMENTATIONS = ("multiscale", "single", "photometric")
 DIST_BACKENDS = ("auto", "nccl", "gloo")
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations per JSON-lines entry; default: config's logger interval")
     p.add_argument("--workers", type=int, default=None, help="dataloader workers per process")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nonfinite-patience", type=int, default=10,
+                   help="stop with an error when the loss is NaN/inf this many iterations in a row")
+    p.add_argument("--list-source", default=None,
+                   help="the list's source file (build_lists.py --out-source): the --ann pickle must be "
+                        "the one the list was built from")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--launcher", choices=("none", "pytorch"), default="none", help=argparse.SUPPRESS)
     return p
@@ -146,6 +152,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--lr-factor must be > 0, got {args.lr_factor}")
     if args.gpus < 1:
         raise InputError(f"--gpus must be >= 1, got {args.gpus}")
+    if args.nonfinite_patience < 1:
+        raise InputError(f"--nonfinite-patience must be >= 1, got {args.nonfinite_patience}")
+    if args.list_source:
+        from oidseg.rebalance import check_list_source
+
+        check_list_source(args.list_source, args.order, args.ann)
 
 
 def stage_lr(cfg, lr_factor: float, images_per_iter: int) -> float:
@@ -235,6 +247,16 @@ def _log_lines(path: Path) -> list[str]:
     return good
 
 
+def strict_json_line(entry: dict) -> str:
+    """One JSON line; a NaN/inf value (not JSON) becomes null and is named
+    in ``"nonfinite"``."""
+    bad = [k for k, v in entry.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        entry = {k: (None if k in bad else v) for k, v in entry.items()}
+        entry["nonfinite"] = bad
+    return json.dumps(entry, allow_nan=False)
+
+
 def _register_hook():
     from mmdet.registry import HOOKS
     from mmengine.hooks import Hook
@@ -282,7 +304,7 @@ def _register_hook():
             entry.update({key: total / self._count for key, total in self._sums.items()})
             entry["time"] = (now - self._t0) / self._count
             with open(self.out_file, "a") as fh:
-                fh.write(json.dumps(entry) + "\n")
+                fh.write(strict_json_line(entry) + "\n")
             self._sums, self._count, self._t0 = {}, 0, now
 
     return JsonLinesLossHook
@@ -335,7 +357,13 @@ def save_final(runner, out: str | Path, classes: Sequence[str], cfg) -> None:
     import torch
     from mmengine.runner.checkpoint import get_state_dict, weights_to_cpu
 
+    from oidseg.checkpoints import nonfinite_tensors
+
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    bad = nonfinite_tensors(model.state_dict())
+    if bad:
+        raise StageError(f"iteration {runner.iter}: the final weights hold NaN/inf in {len(bad)} tensors "
+                         f"({', '.join(bad[:3])}, ...): the training diverged; {out} was not written")
     # the job's config, the same whether or not this run resumed
     cfg = copy.deepcopy(cfg)
     cfg.resume, cfg.load_from = False, None
@@ -428,6 +456,9 @@ def relaunch_distributed(argv: Sequence[str], gpus: int, work_dir: str | Path) -
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.launcher == "none":  # the job's log is appended to: mark where this attempt starts
+        print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} train.py (pid {os.getpid()}): {args.out}",
+              file=sys.stderr, flush=True)
     check_args(args)
     if args.launcher == "none":
         # this process holds the work dir for its whole life (lock, job fingerprint,
@@ -485,13 +516,22 @@ def train_stage(args: argparse.Namespace) -> None:
           f"classes={len(info['classes'])} aug={args.aug} skip={args.skip} "
           f"device={'cuda' if torch.cuda.is_available() else 'cpu'} {start}",
           file=sys.stderr)
-    from oidseg.train_hooks import PlainCheckpointHook
+    from oidseg.train_hooks import NonFiniteLossHook, PlainCheckpointHook
 
     runner = Runner.from_cfg(cfg)
     runner.register_hook(PlainCheckpointHook(info["checkpoint_interval"]))
+    runner.register_hook(NonFiniteLossHook(args.nonfinite_patience))
     if start_weights is not None:
         runner.register_hook(start_weights)
-    runner.train()
+    try:
+        runner.train()
+    except OSError as exc:  # mmengine's own writes (periodic checkpoints, logs) into the work dir
+        if not is_write_failure(exc) or isinstance(exc, OutputError):
+            raise
+        where = exc.filename or f"{args.work_dir} (a periodic checkpoint or log)"
+        raise OutputError(exc.errno, f"{where}: could not be written at iteration {runner.iter + 1} "
+                                     f"({exc.strerror}); the final checkpoint was not written; after "
+                                     "freeing space a rerun resumes from the newest intact checkpoint") from exc
     if runner.rank == 0:
         save_final(runner, args.out, info["classes"], cfg)
         with atomic_path(args.log_jsonl) as tmp:

@@ -14,10 +14,16 @@
   stage's final weights, or ImageNet backbone weights), loaded strictly
   after mmengine's own weight initialisation and before the first
   iteration (:func:`oidseg.checkpoints.fit_state_dict`).
+- :class:`NonFiniteLossHook`: a loss that stays NaN/inf for ``patience``
+  consecutive iterations stops the stage with :class:`~oidseg.errors.StageError`
+  naming the iterations (with AMP, a step the grad scaler skips has a finite
+  loss and does not count); :class:`PlainCheckpointHook` refuses to save
+  non-finite weights, so the newest periodic checkpoint stays a finite one.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -26,7 +32,8 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer, print_log
 
-from oidseg.checkpoints import BACKBONE_MAY_EXTRA, BACKBONE_MAY_MISS, fit_state_dict
+from oidseg.checkpoints import BACKBONE_MAY_EXTRA, BACKBONE_MAY_MISS, fit_state_dict, nonfinite_tensors
+from oidseg.errors import StageError
 
 HISTORY_MARK = "__oidseg_history_buffer__"
 
@@ -115,6 +122,13 @@ class PlainCheckpointHook(Hook):
             self._states_iter = runner.iter + 1
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        bad = nonfinite_tensors(checkpoint.get("state_dict", {}))
+        if bad:
+            raise StageError(
+                f"iteration {runner.iter + 1}: the weights hold NaN/inf in {len(bad)} tensors "
+                f"({', '.join(bad[:3])}, ...): the training diverged; this periodic checkpoint was "
+                f"not saved (the newest one in {runner.work_dir} is from before), no final "
+                "checkpoint was written")
         for key in ("meta", "message_hub", "param_schedulers", "optimizer"):
             if key in checkpoint:
                 checkpoint[key] = to_plain(checkpoint[key])
@@ -164,3 +178,33 @@ class LoadWeightsHook(Hook):
         print_log(f"loaded {'backbone ' if self.backbone else ''}weights from {self.path}",
                   logger="current")
         self.state = None
+
+
+class NonFiniteLossHook(Hook):
+    """Stop a stage whose loss stays non-finite for ``patience`` consecutive
+    iterations (``training.nonfinite_patience``), before any checkpoint of
+    that iteration is saved."""
+
+    priority = "HIGH"  # after_train_iter: before the logger and checkpoint hooks
+
+    def __init__(self, patience: int) -> None:
+        self.patience = max(1, int(patience))
+        self.run = 0
+        self.first = None
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        loss = (outputs or {}).get("loss")
+        if loss is None:
+            return
+        value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+        if math.isfinite(value):
+            self.run, self.first = 0, None
+            return
+        self.run += 1
+        self.first = self.first or runner.iter + 1
+        if self.run >= self.patience:
+            raise StageError(
+                f"iteration {runner.iter + 1}: the loss has been {value} for {self.run} consecutive "
+                f"iterations (since iteration {self.first}): the training diverged (a learning rate "
+                f"too high for this model?). Periodic checkpoints with finite weights stay in "
+                f"{runner.work_dir}; no final checkpoint was written")

@@ -146,7 +146,8 @@ rule build_list:
         ann=list_source,
         classes=f"{ANN}/classes.json",
     output:
-        f"{ANN}/lists/{{list_kind}}.npy",
+        order=f"{ANN}/lists/{{list_kind}}.npy",
+        source=f"{ANN}/lists/{{list_kind}}.source.json",
     log:
         "logs/build_list/{list_kind}.log",
     benchmark:
@@ -161,7 +162,8 @@ rule build_list:
         ],
     shell:
         "exec python {params.script:q} --ann {input.ann:q} --kind {wildcards.list_kind:q}"
-        " --classes-json {input.classes:q} {params.settings:q} --out {output:q} 2> {log:q}"
+        " --classes-json {input.classes:q} {params.settings:q} --out {output.order:q}"
+        " --out-source {output.source:q} 2> {log:q}"
 
 
 rule annotations:

@@ -2,9 +2,27 @@ import sys
 import re
 import os
 
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+sys.path.insert(0, workflow.basedir)
+from oidseg.config_check import semantic_problems, unknown_keys
+
+
+def config_problems(problems):
+    if problems:
+        raise WorkflowError(
+            "configuration problems:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+# unknown keys first (with the closest known key), then the schema (types,
+# ranges, defaults), then what relates settings to each other and to files
+with open(os.path.join(workflow.basedir, "schemas", "config.schema.yaml")) as _f:
+    config_problems(unknown_keys(config, yaml.safe_load(_f)))
 validate(config, schema="../schemas/config.schema.yaml")
+config_problems(semantic_problems(config, workflow.basedir))
 
 ANN = "results/annotations"
 RAW = config["raw"]["dir"]
@@ -54,9 +72,59 @@ def mask_zips(split):
     return [os.path.join(config["raw"]["masks"], f"{prefix}-{h}.zip") for h in HEX]
 
 
+def from_checkout(path):
+    """A file of the checkout (``path`` relative to the Snakefile's folder, or
+    absolute) as the rules record it: relative to the working directory. So
+    params and inputs never hold the checkout's location, and a finished run
+    that is moved with its checkout, or a working directory moved beside it,
+    stays complete (nothing reruns)."""
+    if os.path.isabs(path):
+        return path
+    return os.path.relpath(os.path.join(workflow.basedir, path))
+
+
 def script(name):
-    """Stable path of a rule's script (never workflow.source_path in params)."""
-    return os.path.join(workflow.basedir, "scripts", name)
+    """A rule's script (never workflow.source_path in params)."""
+    return from_checkout(os.path.join("scripts", name))
+
+
+def model_config(model):
+    return from_checkout(config["models"][model]["config"])
+
+
+def mmdet_config_files(path):
+    """An mmdet config file and the ``_base_`` files it inherits, recursively
+    (read with ast: the files are not run): a job that builds a model reads
+    them all, so they are its inputs."""
+    import ast
+
+    files, todo = [], [path]
+    while todo:
+        current = todo.pop()
+        if current in files:
+            continue
+        files.append(current)
+        with open(current) as f:
+            tree = ast.parse(f.read(), filename=current)
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                getattr(t, "id", None) == "_base_" for t in node.targets
+            ):
+                value = ast.literal_eval(node.value)
+                for base in [value] if isinstance(value, str) else value:
+                    todo.append(
+                        os.path.normpath(os.path.join(os.path.dirname(current), base))
+                    )
+    return files
+
+
+def model_config_files(wildcards):
+    models = (
+        ensemble_models(wildcards.ensemble)
+        if hasattr(wildcards, "ensemble")
+        else [wildcards.model]
+    )
+    return sorted({f for m in models for f in mmdet_config_files(model_config(m))})
 
 
 # ---------------------------------------------------------------- training --
@@ -147,12 +215,32 @@ DEMO_MANIFEST = os.path.join(RAW, "demo_manifest.json")
 
 def images_ready():
     """The demo's images are made by `make_demo` (its manifest is written
-    last); real images already exist."""
+    last); real images by the download_images jobs, whose manifests the
+    annotation stage reads (image_manifests), so later stages reach them
+    through the annotation files."""
     return [DEMO_MANIFEST] if config["dataset"] == "demo" else []
 
 
 def image_dir(split):
     return os.path.join(config["raw"]["images"], split)
+
+
+IMAGE_SPLITS = ("train", "validation", "v5test", "test")
+
+
+def image_manifests(*splits, kind="csv"):
+    """With dataset: openimages, the outputs of the download_images jobs of
+    ``splits`` (rules/images.smk), one per first hex digit of the ImageID:
+    ``kind`` "csv" the manifests (ImageID,Bytes,ImageWidth,ImageHeight,MD5),
+    "skipped.csv" the images left out (download.allow_missing). Marked
+    ancient: a download job that reran (a changed endpoint, say) and found its
+    images in place does not rerun the annotation stage. None for the demo."""
+    if config["dataset"] != "openimages":
+        return []
+    folder = os.path.join(config["raw"]["images"], "manifests")
+    return ancient(
+        [os.path.join(folder, s, f"{h}.{kind}") for s in splits for h in HEX]
+    )
 
 
 def mask_flags():
@@ -170,6 +258,20 @@ def stage_list(wildcards):
     return f"{ANN}/lists/{stage_spec(wildcards.model, wildcards.stage)['list']}.npy"
 
 
+def pretrained_weights(wildcards):
+    """Stage 1's pretrained backbone: a local file, a model-zoo name
+    (open-mmlab://..., torchvision://...), or None."""
+    if wildcards.stage != "1":
+        return None
+    return config["models"][wildcards.model].get("pretrained")
+
+
+def pretrained_input(wildcards):
+    """A local pretrained file is an input of stage 1 (a zoo name is not a file)."""
+    value = pretrained_weights(wildcards)
+    return [value] if value and "://" not in value else []
+
+
 def train_args(wildcards):
     """The stage's arguments as a list of tokens (quoted one by one in the
     shell command). A function of the wildcards only, so that Snakemake
@@ -177,9 +279,9 @@ def train_args(wildcards):
     spec = stage_spec(wildcards.model, wildcards.stage)
     model = config["models"][wildcards.model]
     train = config["training"]
-    pretrained = model.get("pretrained") if wildcards.stage == "1" else None
+    pretrained = pretrained_weights(wildcards)
     args = [
-        *("--config", os.path.join(workflow.basedir, model["config"])),
+        *("--config", model_config(wildcards.model)),
         *("--iters", spec["iters"]),
         *("--lr-factor", spec["lr_factor"]),
         *("--aug", spec["aug"]),
@@ -211,8 +313,7 @@ def infer_args(wildcards):
     inf = config["inference"]
     args = []
     for m in ensemble_models(wildcards.ensemble):
-        config_path = os.path.join(workflow.basedir, config["models"][m]["config"])
-        args += ["--model", config_path, final_checkpoint(m)]
+        args += ["--model", model_config(m), final_checkpoint(m)]
     if is_single_model(wildcards.ensemble):
         scales, flip = [inf["single_model_scale"]], False
     else:

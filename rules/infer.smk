@@ -5,6 +5,7 @@
 rule infer:
     input:
         ckpts=ensemble_checkpoints,
+        configs=model_config_files,
         images=lambda w: image_list_pickle(w.split, w.shard),
         ready=images_ready(),
     output:

@@ -2,18 +2,13 @@
 # that model's training into this one conversion job (the model's config
 # should be configs/released/<M>.py, the 2019 box conventions).
 
-for _model, _spec in config["models"].items():
-    if _spec.get("released") and _spec.get("checkpoint"):
-        raise ValueError(
-            f"models.{_model}: set either 'checkpoint' (our own weights) or "
-            "'released' (an original 2019 file), not both"
-        )
-
+# (checkpoint and released both set: an error of oidseg/config_check.py)
 
 rule convert_released:
     input:
         released=released_input,
         classes=f"{ANN}/classes.json",
+        configs=model_config_files,
     output:
         "results/models/{model}/released.pth",
     log:
@@ -27,9 +22,7 @@ rule convert_released:
         runtime="30m",
     params:
         script=script("convert_released.py"),
-        config=lambda w: os.path.join(
-            workflow.basedir, config["models"][w.model]["config"]
-        ),
+        config=lambda w: model_config(w.model),
         kind=lambda w: config["models"][w.model]["classes"],
     shell:
         "exec python {params.script:q} --released {input.released:q}"

@@ -6,8 +6,11 @@ rule train:
     input:
         ann=lambda w: train_annotation(w.model),
         order=stage_list,
+        order_source=lambda w: stage_list(w).replace(".npy", ".source.json"),
         prev=previous_stage,
         masks=mask_flags(),
+        configs=model_config_files,
+        pretrained=pretrained_input,
     output:
         ckpt="results/models/{model}/stage{stage}.pth",
         log="results/models/{model}/stage{stage}.log.jsonl",
@@ -29,11 +32,17 @@ rule train:
         # resumable checkpoints live here, NOT as a declared output: a failed
         # or killed job keeps them and the rerun resumes from the latest one
         work_dir="work/{model}/stage{stage}",
+    # the log is appended to (2>>): a resumed stage continues it, and a start
+    # refused because the stage is running elsewhere (its work dir is locked)
+    # adds its error instead of replacing the log of the run that holds it
     shell:
         "exec python {params.gpu_wrapper:q} --gpus {resources.gpu} --"
         " python {params.script:q} {params.args:q} --threads {threads}"
-        " --ann {input.ann:q} --order {input.order:q} --work-dir {params.work_dir:q}"
-        " --out {output.ckpt:q} --log-jsonl {output.log:q} 2> {log:q}"
+        # not a param: changing it does not change a finished stage's weights
+        " --nonfinite-patience {config[training][nonfinite_patience]}"
+        " --ann {input.ann:q} --order {input.order:q} --list-source {input.order_source:q}"
+        " --work-dir {params.work_dir:q}"
+        " --out {output.ckpt:q} --log-jsonl {output.log:q} 2>> {log:q}"
 
 
 rule train_all:

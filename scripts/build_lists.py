@@ -11,8 +11,10 @@ dataclass in :mod:`oidseg.rebalance` (``LeafListParams``,
 --param middle_target=30 --param stop_at_class=none``. The pickle's classes
 must equal ``leaf_classes`` (leaf kinds) or ``parent_classes`` (parent) of
 ``classes.json``. Output: ``.npy`` int64 indices into the pickle's
-``data_list``, rounds concatenated, written atomically. A summary (entries
-per round, per-class sampled counts) goes to stderr.
+``data_list``, rounds concatenated, written atomically; with ``--out-source``
+a JSON of what it indexes (kind, entries, the pickle's path and sha256),
+which ``train.py --list-source`` checks. A summary (entries per round,
+per-class sampled counts) goes to stderr.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from oidseg.errors import InputError, atomic_path, load_pickle, run_cli  # noqa: E402
-from oidseg.rebalance import (
+from oidseg.errors import InputError, atomic_path, atomic_write_text, load_pickle, run_cli  # noqa: E402
+from oidseg.rebalance import (  # noqa: E402
     PARAMS_BY_KIND,
     RebalancedList,
     build_list,
     image_labels_from_dataset,
+    list_source,
     params_from_strings,
 )
 
@@ -42,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kind", required=True, choices=sorted(PARAMS_BY_KIND))
     parser.add_argument("--classes-json", required=True, help="classes.json (Hierarchy.to_json)")
     parser.add_argument("--out", required=True, help="output .npy")
+    parser.add_argument("--out-source", default=None,
+                        help="JSON naming the pickle the list indexes (its sha256): train.py --list-source")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="override a list parameter (repeatable)")
     return parser.parse_args(argv)
@@ -106,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError(f"{ann_path}: the {args.kind} list is empty (no labelled pool images)")
     with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
         np.save(fh, result.order.astype(np.int64, copy=False))
+    if args.out_source:
+        source = list_source(args.kind, result.order, ann_path, data.n_images)
+        atomic_write_text(args.out_source, json.dumps(source, indent=1) + "\n")
     print(summary(result, data.classes), file=sys.stderr)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from oidseg.cli import fraction  # noqa: E402
 from oidseg.errors import run_cli  # noqa: E402
 from oidseg.postprocess import expand, load_classes_json, progress  # noqa: E402
 
@@ -33,7 +34,7 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--parents-only", action="store_true", help="drop the original triples")
     parser.add_argument(
-        "--score-thr", type=float, default=0.0, help="keep triples with score >= this (default 0)"
+        "--score-thr", type=fraction, default=0.0, help="keep triples with score >= this (default 0)"
     )
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)

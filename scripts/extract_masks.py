@@ -7,7 +7,9 @@ Every member must be a PNG (signature and IHDR checked); members are written
 flat into --out-dir under their base name. --out-dir is emptied first (its
 PNGs from an earlier run removed), so a mask removed from a zip does not
 survive a re-extraction. A corrupt or missing zip or a
-non-PNG member raises InputError naming the zip (and member); the flag file
+non-PNG member, or a second member with a mask name already extracted
+(from this zip or another of the split), raises InputError naming the zip
+and member; the flag file
 (the declared output: one line per zip with its member count) is written
 last and atomically, so it exists only after a complete extraction.
 """
@@ -24,11 +26,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from oidseg.annotations import png_bytes_problem  # noqa: E402
-from oidseg.errors import InputError, atomic_write_text, run_cli  # noqa: E402
+from oidseg.errors import InputError, atomic_write_text, is_write_failure, run_cli  # noqa: E402
 
 
-def extract_zip(zip_path: Path, out_dir: Path) -> int:
-    """Extract the PNG members of one zip into ``out_dir``; returns the count."""
+def extract_zip(zip_path: Path, out_dir: Path, seen: dict[str, str]) -> int:
+    """Extract the PNG members of one zip into ``out_dir``; returns the count.
+    ``seen`` maps each mask name extracted so far to "zip: member": a second
+    member of that name (in this zip or an earlier one of the split) would
+    replace the first mask without a word, so it is an error."""
     count = 0
     try:
         with zipfile.ZipFile(zip_path) as zf:
@@ -38,6 +43,10 @@ def extract_zip(zip_path: Path, out_dir: Path) -> int:
                 name = os.path.basename(info.filename)
                 if not name.endswith(".png"):
                     raise InputError(f"{zip_path}: member {info.filename}: not a .png file")
+                if name in seen:
+                    raise InputError(f"{zip_path}: member {info.filename}: a second mask named {name} "
+                                     f"(the first: {seen[name]}); one of them would replace the other")
+                seen[name] = f"{zip_path}: {info.filename}"
                 data = zf.read(info)
                 problem = png_bytes_problem(data)
                 if problem:
@@ -48,6 +57,8 @@ def extract_zip(zip_path: Path, out_dir: Path) -> int:
     except FileNotFoundError as exc:
         raise InputError(f"{zip_path}: zip archive is missing") from exc
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        if is_write_failure(exc):  # a full disk is not a corrupt zip
+            raise
         raise InputError(f"{zip_path}: corrupt zip archive ({exc})") from exc
     return count
 
@@ -87,8 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     if removed:
         print(f"{args.out_dir}: removed {removed} files of an earlier extraction", file=sys.stderr)
     lines = []
+    seen: dict[str, str] = {}
     for zip_path in args.zips:
-        n = extract_zip(zip_path, args.out_dir)
+        n = extract_zip(zip_path, args.out_dir, seen)
         lines.append(f"{zip_path}\t{n}")
         print(f"{zip_path}: {n} masks", file=sys.stderr)
     atomic_write_text(args.flag, "\n".join(lines) + "\n")

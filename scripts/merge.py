@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from oidseg.cli import fraction, open_fraction  # noqa: E402
 from oidseg.errors import run_cli  # noqa: E402
 from oidseg.postprocess import merge, progress  # noqa: E402
 
@@ -28,9 +29,9 @@ def main(argv=None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--inputs", required=True, nargs="+", type=Path, help="CSV shards")
-    parser.add_argument("--iou", type=float, default=0.5, help="suppress at mask IoU >= this")
+    parser.add_argument("--iou", type=open_fraction, default=0.5, help="suppress at mask IoU >= this")
     parser.add_argument(
-        "--score-thr", type=float, default=0.0, help="keep triples with score > this (default 0)"
+        "--score-thr", type=fraction, default=0.0, help="keep triples with score > this (default 0)"
     )
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
