@@ -51,7 +51,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from oidseg.errors import InputError, OutputError, StageError, atomic_path, atomic_write_bytes, is_write_failure
 
@@ -453,6 +453,22 @@ def relaunch_distributed(argv: Sequence[str], gpus: int, work_dir: str | Path) -
     return subprocess.call(cmd, pass_fds=(lock,))
 
 
+@contextlib.contextmanager
+def work_dir_writes(work_dir: str | Path, when: Callable[[], str] = lambda: ""):
+    """A write into the work dir that fails for lack of room (a full disk,
+    a quota) becomes an :class:`OutputError` naming the work dir: mmengine
+    and ``os.pwrite`` raise it without a file name."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_write_failure(exc) or isinstance(exc, OutputError):
+            raise
+        where = exc.filename or f"{work_dir} (the stage's work dir)"
+        raise OutputError(exc.errno, f"{where}: could not be written{when()} ({exc.strerror}); the final "
+                                     "checkpoint was not written; after freeing space a rerun resumes from "
+                                     "the newest intact checkpoint") from exc
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -465,7 +481,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # intact checkpoints); the ranks of a distributed run find it prepared
         from oidseg.stage_dir import prepare_work_dir
 
-        prepare_work_dir(args)
+        with work_dir_writes(args.work_dir):
+            prepare_work_dir(args)
     if (args.gpus > 1 or args.dist_backend != "auto") and args.launcher == "none":
         check_distributed(args)
         rc = relaunch_distributed(argv, args.gpus, args.work_dir)
@@ -523,15 +540,8 @@ def train_stage(args: argparse.Namespace) -> None:
     runner.register_hook(NonFiniteLossHook(args.nonfinite_patience))
     if start_weights is not None:
         runner.register_hook(start_weights)
-    try:
-        runner.train()
-    except OSError as exc:  # mmengine's own writes (periodic checkpoints, logs) into the work dir
-        if not is_write_failure(exc) or isinstance(exc, OutputError):
-            raise
-        where = exc.filename or f"{args.work_dir} (a periodic checkpoint or log)"
-        raise OutputError(exc.errno, f"{where}: could not be written at iteration {runner.iter + 1} "
-                                     f"({exc.strerror}); the final checkpoint was not written; after "
-                                     "freeing space a rerun resumes from the newest intact checkpoint") from exc
+    with work_dir_writes(args.work_dir, lambda: f" at iteration {runner.iter + 1}"):
+        runner.train()  # mmengine's own writes: periodic checkpoints, logs
     if runner.rank == 0:
         save_final(runner, args.out, info["classes"], cfg)
         with atomic_path(args.log_jsonl) as tmp:

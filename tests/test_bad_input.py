@@ -280,6 +280,33 @@ def test_non_png_member_in_zip(tmp_path, capsys):
     assert not flag.exists()
 
 
+def test_two_members_with_one_name_are_an_error(base, tmp_path, capsys):
+    """The later member would silently replace the real mask (issue 18, item 7):
+    in one zip, or in two zips of one split."""
+    import warnings
+    import zipfile
+
+    src = base / "demo" / "masks" / f"{PREFIX['train']}0.zip"
+    with zipfile.ZipFile(src) as zf:
+        name, data = next((i.filename, zf.read(i)) for i in zf.infolist() if not i.is_dir())
+    one = tmp_path / f"{PREFIX['train']}0.zip"
+    with warnings.catch_warnings(), zipfile.ZipFile(one, "w") as zf:
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+        zf.writestr(name, data)
+        zf.writestr(name, data[:-3] + b"xyz")
+    flag = tmp_path / "out" / "train.done"
+    argv = ["--out-dir", str(tmp_path / "x"), "--flag", str(flag)]
+    fails(EXTRACT.main, ["--zips", str(one), *argv], capsys, str(one), f"a second mask named {name}")
+    assert not flag.exists()
+    other = tmp_path / f"{PREFIX['train']}1.zip"
+    for path in (one, other):
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(f"sub/{name}" if path == other else name, data)
+    fails(EXTRACT.main, ["--zips", str(one), str(other), *argv], capsys, f"{other}: member sub/{name}",
+          f"(the first: {one}: {name})")
+    assert not flag.exists()
+
+
 # --------------------------------------------------------------------------- readers, CLI
 
 

@@ -144,14 +144,43 @@ def test_an_edited_model_config_reruns_what_builds_the_model(tiny_run):
     assert counts.get("train") == 12 and counts.get("infer") == 12, counts
 
 
-@pytest.mark.workflow
-@pytest.mark.slow
-def test_a_moved_run_is_still_complete(tiny_run, tmp_path_factory):
-    """Copy a finished run (results, work, .snakemake, data, logs) to another
-    folder: nothing to do there (the params hold no absolute checkout path)."""
+@pytest.fixture(scope="module")
+def moved_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the finished tiny run (results, work, .snakemake, data,
+    logs) in another folder, modification times kept."""
     moved = tmp_path_factory.mktemp("moved_run")
     shutil.rmtree(moved)
-    shutil.copytree(tiny_run, moved, symlinks=True)  # copy2: modification times kept
-    proc = snakemake("-n", "all", "--configfile", "tiny.yaml", cwd=moved)
+    shutil.copytree(tiny_run, moved, symlinks=True)
+    return moved
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_a_moved_run_is_still_complete(moved_run):
+    """Nothing to do in the copy: the params hold no absolute checkout path."""
+    proc = snakemake("-n", "all", "--configfile", "tiny.yaml", cwd=moved_run)
     assert job_counts(proc.stdout) == {}, proc.stdout[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_a_refused_start_keeps_the_finished_stage_log(moved_run):
+    """A rerun that finds the stage's work dir locked (its trainer still
+    running) fails, and adds its error to the log instead of replacing it."""
+    from oidseg.stage_dir import lock_work_dir, unlock_work_dir
+
+    log = moved_run / "logs" / "train" / "L1_stage3.log"
+    before = log.read_text()
+    assert "train: wrote results/models/L1/stage3.pth" in before
+    work_dir = moved_run / "work" / "L1" / "stage3"
+    lock_work_dir(work_dir)
+    try:
+        proc = snakemake("--cores", "1", "-f", "results/models/L1/stage3.pth", "--configfile", "tiny.yaml",
+                         cwd=moved_run, check=False, timeout=600)
+    finally:
+        unlock_work_dir(work_dir)
+    assert proc.returncode != 0
+    after = log.read_text()
+    assert after.startswith(before)
+    assert "another training job" in after[len(before):] and "holds this work dir" in after[len(before):]
