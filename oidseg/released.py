@@ -42,6 +42,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from oidseg.checkpoints import check_finite
 from oidseg.errors import InputError, atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +86,7 @@ def load_released(path: str | Path) -> Released:
     meta = ckpt.get("meta") or {}
     if not isinstance(meta, dict):
         raise InputError(f"{path}: meta is a {type(meta).__name__}, not a dict")
+    check_finite(state, path, kind="released checkpoint")
     return Released(path, state, meta)
 
 
@@ -234,6 +236,7 @@ def convert_released(src: str | Path, out: str | Path, config: str | Path, class
         },
         "state_dict": state,
     }
+    check_finite(state, out, kind="converted checkpoint")
     with atomic_path(out) as tmp:
         torch.save(checkpoint, tmp)
     return {

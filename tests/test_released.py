@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import json
 import math
 import re
@@ -380,7 +381,8 @@ def test_released_config_dry_run_has_no_training(tmp_path):
     assert counts["merge"] > 0 and counts["combine"] == 2 and counts["score"] == 9
     assert "train" not in counts and "train_sets" not in counts and "build_list" not in counts
     for model, name in RELEASED_NAMES.items():
-        assert f"--released data/released/{name} --config {REPO}/configs/released/{model}.py" in proc.stdout
+        config = os.path.relpath(REPO / "configs" / "released" / f"{model}.py", workdir)
+        assert f"--released data/released/{name} --config {config}" in proc.stdout
         assert f"results/models/{model}/released.pth" in proc.stdout
     assert "--kind parent --out results/models/P1/released.pth" in proc.stdout
 
