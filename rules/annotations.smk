@@ -41,6 +41,7 @@ rule heldout_split:
         hierarchy=raw("hierarchy"),
         classes=raw("classes"),
         val_masks=raw("val_masks"),
+        skipped=image_manifests("validation", kind="skipped.csv"),
     output:
         f"{ANN}/heldout_val.csv",
     log:
@@ -56,7 +57,7 @@ rule heldout_split:
         "exec python {params.script:q} heldout --hierarchy {input.hierarchy:q}"
         " --classes {input.classes:q} --val-masks {input.val_masks:q}"
         " --size {params.size:q} --seed {params.seed:q} --drop-images {params.drop:q}"
-        " --out {output:q} 2> {log:q}"
+        " --drop-images-from {input.skipped:q} --out {output:q} 2> {log:q}"
 
 
 rule train_sets:
@@ -69,6 +70,8 @@ rule train_sets:
         heldout=f"{ANN}/heldout_val.csv",
         mask_flags=mask_flags(),
         ready=images_ready(),
+        manifests=image_manifests("train", "validation", "v5test"),
+        skipped=image_manifests("train", "validation", "v5test", kind="skipped.csv"),
     output:
         leaf=f"{ANN}/leaf_train.pkl",
         parent=f"{ANN}/parent_train.pkl",
@@ -95,6 +98,7 @@ rule train_sets:
         " --v5test-images {params.images[v5test]:q}"
         " --v5test-mask-dir {params.masks[v5test]:q}"
         " --heldout {input.heldout:q} --drop-images {params.drop:q}"
+        " --drop-images-from {input.skipped:q} --image-manifests {input.manifests:q}"
         " --png-check {params.png_check:q}"
         " --leaf-out {output.leaf:q} --parent-out {output.parent:q} 2> {log:q}"
 
@@ -105,6 +109,7 @@ rule val_images:
         classes=raw("classes"),
         heldout=f"{ANN}/heldout_val.csv",
         ready=images_ready(),
+        manifests=image_manifests("validation"),
     output:
         f"{ANN}/val_images.pkl",
     log:
@@ -117,7 +122,8 @@ rule val_images:
     shell:
         "exec python {params.script:q} images --hierarchy {input.hierarchy:q}"
         " --classes {input.classes:q} --list {input.heldout:q}"
-        " --image-dir {params.images:q} --source validation --out {output:q} 2> {log:q}"
+        " --image-dir {params.images:q} --image-manifests {input.manifests:q}"
+        " --source validation --out {output:q} 2> {log:q}"
 
 
 rule test_shards:
@@ -126,6 +132,7 @@ rule test_shards:
         classes=raw("classes"),
         test_list=raw("test_list"),
         ready=images_ready(),
+        manifests=image_manifests("test"),
     output:
         expand(f"{ANN}/test_shards/{{shard}}.pkl", shard=SHARDS),
     log:
@@ -138,7 +145,8 @@ rule test_shards:
     shell:
         "exec python {params.script:q} images --hierarchy {input.hierarchy:q}"
         " --classes {input.classes:q} --list {input.test_list:q}"
-        " --image-dir {params.images:q} --source test --out {output:q} 2> {log:q}"
+        " --image-dir {params.images:q} --image-manifests {input.manifests:q}"
+        " --source test --out {output:q} 2> {log:q}"
 
 
 rule build_list:

@@ -243,6 +243,55 @@ def image_manifests(*splits, kind="csv"):
     )
 
 
+IMAGE_ID_LISTS = {
+    "train": "train_masks",
+    "validation": "val_masks",
+    "v5test": "v5test_masks",
+    "test": "test_list",
+}
+
+
+def image_key_template(wildcards):
+    """The object key of the split's images, with {image_id} left to fill."""
+    download = config["download"]
+    prefix = download["prefixes"][wildcards.image_split]
+    return download["key_template"].replace("{prefix}", prefix)
+
+
+def image_drop(wildcards):
+    """annotations.drop_images of this shard (a param of this job only): they
+    are not fetched. Not for the test split, whose images are all submitted."""
+    if wildcards.image_split == "test":
+        return []
+    drop = config["annotations"]["drop_images"]
+    return sorted(i for i in drop if i[:1].lower() == wildcards.hex)
+
+
+def image_fetch_args(wildcards):
+    """Source and fetch settings as tokens (recorded: a changed one reruns
+    only the download jobs, which find their images in place; the annotation
+    stage reads their outputs as ancient inputs)."""
+    d = config["download"]
+    args = [
+        *("--endpoint-url", d["endpoint_url"]),
+        *("--region", d["region"]),
+        *("--bucket", d["bucket"]),
+        *("--key-template", image_key_template(wildcards)),
+        *("--addressing-style", d["addressing_style"]),
+        *("--threads", d["threads"]),
+        *("--retries", d["retries"]),
+        *("--backoff", d["retry_backoff_ms"] / 1000),
+        *("--timeout", d["timeout_s"]),
+        *("--progress-interval", d["progress_interval_s"]),
+        *("--allow-missing", d["allow_missing"]),
+    ]
+    if not d["anonymous"]:
+        args.append("--signed")
+    if not d["verify_etag"]:
+        args.append("--no-verify-etag")
+    return [str(a) for a in args]
+
+
 def mask_flags():
     return expand(f"{ANN}/masks/{{split}}.done", split=list(MASK_ZIP_PREFIX))
 

@@ -1,5 +1,5 @@
 # The real data: the official challenge files from their public addresses.
-# Images are not fetched here (about 1.7M JPEGs; see README "Real data").
+# The images are fetched by rules/images.smk (`snakemake images`).
 # The Kaggle test list (sample_submission.csv) needs a Kaggle account: put it in
 # raw.dir by hand (`kaggle competitions download -c open-images-2019-instance-segmentation`).
 

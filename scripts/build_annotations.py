@@ -4,24 +4,29 @@ Sub-commands (H = --hierarchy JSON, C = --classes CSV, both required by all):
 
   classes   H C --out results/annotations/classes.json
   heldout   H C --val-masks VAL_MASKS.csv --size 60 --seed 2019
-            [--drop-images 1d5ef05c8da80e31 ...] --out results/annotations/heldout_val.csv
+            [--drop-images 1d5ef05c8da80e31 ...] [--drop-images-from SKIPPED.csv ...]
+            --out results/annotations/heldout_val.csv
   train     H C --train-masks CSV --val-masks CSV --v5test-masks CSV
             --heldout results/annotations/heldout_val.csv
             --train-images DIR --val-images DIR --v5test-images DIR
             --train-mask-dir results/annotations/masks/train
             --val-mask-dir results/annotations/masks/validation
             --v5test-mask-dir results/annotations/masks/v5test
-            [--drop-images ID ...] [--png-check header|exists|none] [--sizes-csv CSV ...]
+            [--drop-images ID ...] [--drop-images-from SKIPPED.csv ...]
+            [--png-check header|exists|none] [--sizes-csv CSV ...] [--image-manifests CSV ...]
             --leaf-out results/annotations/leaf_train.pkl
             --parent-out results/annotations/parent_train.pkl
-  images    H C --list LIST.csv --image-dir DIR --source test|validation
+  images    H C --list LIST.csv --image-dir DIR --source test|validation [--image-manifests CSV ...]
             --out SHARD.pkl [SHARD.pkl ...]
             (the list is split into len(--out) contiguous shards of ceil(N/len(--out));
             val_images.pkl: --list heldout_val.csv --out val_images.pkl;
             test shards: --list sample_submission.csv --out test_shards/00.pkl ... 24.pkl)
 
 Image sizes come from the JPEG headers, unless --sizes-csv tables
-(ImageID,ImageWidth,ImageHeight) are given. Every output is written
+(ImageID,ImageWidth,ImageHeight) or --image-manifests (the download jobs'
+ImageID,Bytes,ImageWidth,ImageHeight,MD5; a shard may be empty) are given.
+--drop-images-from: the download jobs' skipped lists (ImageID,Reason), left
+out like --drop-images. Every output is written
 atomically after all inputs have been validated.
 """
 
@@ -49,6 +54,7 @@ from oidseg.errors import (  # noqa: E402
     atomic_path, atomic_write_text, run_cli,
 )
 from oidseg.hierarchy import Hierarchy, load_hierarchy  # noqa: E402
+from oidseg.image_download import read_manifests, read_skipped  # noqa: E402
 from oidseg.raw import (  # noqa: E402
     JpegSizeReader, SizeLookup, SizeTable, read_image_list, read_masks_csv, read_sizes_csv,
 )
@@ -73,6 +79,17 @@ def _size_lookup(image_dir: str, tables: list[SizeTable]) -> SizeLookup:
                      source=" + ".join(t.source for t in tables))
 
 
+def _size_tables(args) -> list[SizeTable]:
+    tables = [read_sizes_csv(p) for p in args.sizes_csv]
+    if args.image_manifests:
+        tables.append(read_manifests(args.image_manifests))
+    return tables
+
+
+def _drop_list(args) -> list[str]:
+    return [*args.drop_images, *read_skipped(args.drop_images_from)]
+
+
 def _cached_sizes(lookup: SizeLookup, image_ids: np.ndarray) -> SizeTable:
     """Look every image up once (shared by the leaf and parent sets)."""
     ids = [str(i) for i in pd.unique(image_ids)]
@@ -94,7 +111,7 @@ def cmd_heldout(args) -> None:
     hierarchy = _hierarchy(args)
     masks = read_masks_csv(args.val_masks, hierarchy.classes)
     chosen = select_heldout(masks["ImageID"].to_numpy(), args.size, args.seed,
-                            args.drop_images, source=str(args.val_masks))
+                            _drop_list(args), source=str(args.val_masks))
     atomic_write_text(args.out, "ImageID\n" + "".join(f"{i}\n" for i in chosen))
     log(f"{args.out}: {len(chosen)} held-out validation images")
 
@@ -102,7 +119,8 @@ def cmd_heldout(args) -> None:
 def cmd_train(args) -> None:
     hierarchy = _hierarchy(args)
     heldout = read_image_list(args.heldout, allow_no_rows=True)["ImageID"].tolist()
-    tables = [read_sizes_csv(p) for p in args.sizes_csv]
+    tables = _size_tables(args)
+    drop = _drop_list(args)
     specs = [
         ("train", args.train_masks, args.train_images, args.train_mask_dir, []),
         ("validation", args.val_masks, args.val_images, args.val_mask_dir, heldout),
@@ -112,7 +130,7 @@ def cmd_train(args) -> None:
     files: dict[str, str] = {}
     for name, csv_path, _, mask_dir, held in specs:
         masks = read_masks_csv(csv_path, hierarchy.classes)
-        masks = exclude_images(masks, [*args.drop_images, *held])
+        masks = exclude_images(masks, [*drop, *held])
         frames[name], files[name] = masks, str(csv_path)
         log(f"{csv_path}: {len(masks)} mask rows kept on {masks['ImageID'].nunique()} images")
     check_disjoint(frames, files)
@@ -139,7 +157,7 @@ def cmd_images(args) -> None:
     hierarchy = _hierarchy(args)
     # a test list without images is an error here, not later at combine
     ids = read_image_list(args.list, allow_no_rows=args.source != "test")["ImageID"].tolist()
-    tables = [read_sizes_csv(p) for p in args.sizes_csv]
+    tables = _size_tables(args)
     records = image_list_records(ids, str(args.image_dir),
                                  _size_lookup(str(args.image_dir), tables), args.source)
     shards = split_shards(records, len(args.out))
@@ -173,6 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     def drop(p: argparse.ArgumentParser) -> None:
         p.add_argument("--drop-images", nargs="*", default=list(DEFAULT_DROP_IMAGES),
                        help="ImageIDs left out of training and held-out sets")
+        p.add_argument("--drop-images-from", nargs="*", default=[], type=Path,
+                       help="skipped-image lists of the download jobs (ImageID,Reason)")
+
+    def manifests(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--image-manifests", nargs="*", default=[], type=Path,
+                       help="image sizes from the download jobs' manifests")
 
     p = common(sub.add_parser("classes"))
     p.add_argument("--out", required=True, type=Path)
@@ -195,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     drop(p)
     p.add_argument("--png-check", choices=("header", "exists", "none"), default="header")
     p.add_argument("--sizes-csv", nargs="*", default=[], type=Path)
+    manifests(p)
     p.add_argument("--leaf-out", required=True, type=Path)
     p.add_argument("--parent-out", required=True, type=Path)
     p.set_defaults(func=cmd_train)
@@ -204,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-dir", required=True, type=Path)
     p.add_argument("--source", required=True, choices=("test", "validation"))
     p.add_argument("--sizes-csv", nargs="*", default=[], type=Path)
+    manifests(p)
     p.add_argument("--out", required=True, nargs="+", type=Path)
     p.set_defaults(func=cmd_images)
 
