@@ -4,6 +4,7 @@
 
 # (checkpoint and released both set: an error of oidseg/config_check.py)
 
+
 rule convert_released:
     input:
         released=released_input,

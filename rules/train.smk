@@ -32,14 +32,14 @@ rule train:
         # resumable checkpoints live here, NOT as a declared output: a failed
         # or killed job keeps them and the rerun resumes from the latest one
         work_dir="work/{model}/stage{stage}",
+        nonfinite_patience=config["training"]["nonfinite_patience"],
     # the log is appended to (2>>): a resumed stage continues it, and a start
     # refused because the stage is running elsewhere (its work dir is locked)
     # adds its error instead of replacing the log of the run that holds it
     shell:
         "exec python {params.gpu_wrapper:q} --gpus {resources.gpu} --"
         " python {params.script:q} {params.args:q} --threads {threads}"
-        # not a param: changing it does not change a finished stage's weights
-        " --nonfinite-patience {config[training][nonfinite_patience]}"
+        " --nonfinite-patience {params.nonfinite_patience}"
         " --ann {input.ann:q} --order {input.order:q} --list-source {input.order_source:q}"
         " --work-dir {params.work_dir:q}"
         " --out {output.ckpt:q} --log-jsonl {output.log:q} 2>> {log:q}"
