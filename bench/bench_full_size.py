@@ -14,7 +14,12 @@ from randomly initialised weights (no download):
 - ``infer-leaf``: the full 12-run leaf ensemble TTA (L1, L2, L3 x scales
   1333x800 / 1600x960 x flip; :class:`oidseg.mmdet_ext.ensemble.OIDEnsembleTTA`
   as ``oidseg/infer.py`` builds it, the run config's inference settings) on
-  ``--infer-images`` 1333x800 images;
+  ``--infer-images`` 1333x800 JPEGs, through the inference job's own loop
+  (``oidseg.infer.detect_images``: decoding ``--prefetch`` images ahead,
+  masks encoded behind the networks), float32 or ``--amp`` (autocast:
+  float16 on CUDA, bfloat16 on a CPU with bf16 instructions); the first
+  image warms up, images/s is the others' throughput, and each image's
+  read / model / masks / encode seconds are printed;
 - ``infer-P1``: P1's 4 runs (1 model x 2 scales x flip), likewise.
 
 Each part runs in its own child process (so a failure or an out-of-memory
@@ -29,8 +34,11 @@ CPU (this machine: 2 threads, 24 GB):
 
 GPU (bench/gpu_check.sh): ``--device cuda [--amp] --train-iters 12
 --warmup-iters 3 --infer-images 6``; with more than ``--warmup-iters``
-iterations / 1 image, the throughput columns are the medians of the timed
-(post-warm-up) steps.
+iterations the training throughput is the median of the timed (post-warm-up)
+iterations. Inference images/s with AMP off and on:
+
+    python bench/bench_full_size.py --device cuda --parts infer-leaf infer-P1 --infer-images 6
+    python bench/bench_full_size.py --device cuda --parts infer-leaf infer-P1 --infer-images 6 --amp
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from oidseg.cli import nonnegative_int, positive_int  # noqa: E402
 
 TRAIN_MODELS = ("L1", "L2", "L3", "P1")
 PARTS = tuple(f"train-{m}" for m in TRAIN_MODELS) + ("infer-leaf", "infer-P1")
@@ -180,13 +190,39 @@ def train_part(model_name: str, tmp: Path, args: argparse.Namespace, emit) -> di
             "input_hw": list(shape), "params_m": params_m}
 
 
-def infer_part(which: str, args: argparse.Namespace, emit) -> dict:
-    """The full-size TTA ensemble (leaf: 3 models x 4 augs; P1: 1 x 4)."""
+def write_infer_images(out_dir: Path, n: int, seed: int = 1) -> list:
+    """``n`` synthetic 1333x800 JPEGs (noise and coloured rectangles) and
+    their image-list records (:class:`oidseg.infer.ImageRecord`)."""
+    import cv2
     import numpy as np
+
+    from oidseg.infer import ImageRecord
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    records = []
+    for k in range(n):
+        img = rng.integers(0, 120, (IMAGE_H, IMAGE_W, 3), dtype=np.uint8)
+        for _ in range(6):
+            x0, y0 = int(rng.integers(0, IMAGE_W // 2)), int(rng.integers(0, IMAGE_H // 2))
+            img[y0:y0 + int(rng.integers(100, 400)), x0:x0 + int(rng.integers(100, 600))] = \
+                rng.integers(0, 255, 3)
+        path = out_dir / f"infer_{k}.jpg"
+        cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        records.append(ImageRecord(f"{k:016x}", str(path), IMAGE_W, IMAGE_H))
+    return records
+
+
+def infer_part(which: str, tmp: Path, args: argparse.Namespace, emit) -> dict:
+    """The full-size TTA ensemble (leaf: 3 models x 4 augs; P1: 1 x 4) on
+    ``--infer-images`` JPEGs through the inference job's loop
+    (:func:`oidseg.infer.detect_images`: reading, networks, masks and
+    encoding, ``--prefetch`` images ahead), ``--amp`` or float32. The first
+    image warms up; images/s = the other images / their wall time."""
     import torch
 
     import oidseg.mmdet_ext  # noqa: F401
-    from oidseg.infer import build_model_from_config
+    from oidseg.infer import PHASES, PipelineStats, build_model_from_config, detect_images
     from oidseg.mmdet_ext.ensemble import OIDEnsembleTTA
 
     names, n_classes = (("L1", "L2", "L3"), LEAF_CLASSES) if which == "leaf" else (("P1",), PARENT_CLASSES)
@@ -198,33 +234,31 @@ def infer_part(which: str, args: argparse.Namespace, emit) -> dict:
     # the run config's inference section (configs/run/openimages.yaml)
     ensemble = OIDEnsembleTTA(detectors, scales=[(1333, 800), (1600, 960)], flips=(False, True),
                               score_thr=0.0, nms_iou=0.5, max_per_img=120, mask_thr=0.5,
-                              rpn_nms=0.7, rpn_max=1000).to(args.device).eval()
+                              rpn_nms=0.7, rpn_max=1000, amp=args.amp).to(args.device).eval()
+    precision = str(ensemble.amp_dtype or torch.float32).replace("torch.", "")
     _sync(args.device)
     runs = len(names) * 4
-    emit("build", time.perf_counter() - t0, runs=runs)
+    emit("build", time.perf_counter() - t0, runs=runs, precision=precision)
+    records = write_infer_images(tmp / "images", args.infer_images)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rng = np.random.default_rng(1)
-    times, n_det = [], 0
-    for k in range(args.infer_images):
-        img = rng.integers(0, 120, (IMAGE_H, IMAGE_W, 3), dtype=np.uint8)
-        for _ in range(6):
-            x0, y0 = int(rng.integers(0, IMAGE_W // 2)), int(rng.integers(0, IMAGE_H // 2))
-            img[y0:y0 + int(rng.integers(100, 400)), x0:x0 + int(rng.integers(100, 600))] = \
-                rng.integers(0, 255, 3)
-        _sync(args.device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            det = ensemble.predict_image(img)
-        _sync(args.device)
-        seconds = time.perf_counter() - t0
-        n_det = len(det["scores"])
-        times.append(seconds)
-        emit(f"TTA image {k + 1} ({runs} runs)", seconds, detections=n_det)
-    timed = times[1:] or times
-    s_img = statistics.median(timed)
-    return {"s_per_image": s_img, "images_per_s": 1.0 / s_img, "timed_images": len(timed),
-            "runs": runs, "detections": n_det}
+    per_image: list[dict] = []
+    warm = PipelineStats()
+    images = detect_images(ensemble, records[:1], stats=warm, per_image=per_image)
+    timed = PipelineStats()
+    if len(records) > 1:
+        images += detect_images(ensemble, records[1:], prefetch=args.prefetch, stats=timed, per_image=per_image)
+    _sync(args.device)
+    for k, (timings, det) in enumerate(zip(per_image, images)):
+        emit(f"TTA image {k + 1} ({runs} runs)", sum(timings.get(p, 0.0) for p in PHASES),
+             detections=len(det["scores"]), **{p: round(timings.get(p, 0.0), 3) for p in PHASES})
+    stats = timed if timed.images else warm
+    rate = stats.images / stats.wall
+    phases = per_image[1:] or per_image
+    return {"s_per_image": 1.0 / rate, "images_per_s": rate, "timed_images": stats.images,
+            "runs": runs, "detections": len(images[-1]["scores"]), "precision": precision,
+            "prefetch": args.prefetch if timed.images else 0,
+            "median_s": {p: statistics.median(t.get(p, 0.0) for t in phases) for p in PHASES}}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -247,7 +281,7 @@ def child(args: argparse.Namespace) -> None:
         if part.startswith("train-"):
             result = train_part(part[len("train-"):], Path(tmp), args, emit)
         else:
-            result = infer_part(part[len("infer-"):], args, emit)
+            result = infer_part(part[len("infer-"):], Path(tmp), args, emit)
     result["peak_rss_mb"] = peak_rss_mb()
     gpu = _gpu_peak_mb(args.device)
     if gpu is not None:
@@ -259,7 +293,8 @@ def run_part(part: str, args: argparse.Namespace) -> dict:
     """Run one part in a child; never raises (a failure becomes the row's error)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", part, "--device", args.device,
            "--train-iters", str(args.train_iters), "--warmup-iters", str(args.warmup_iters),
-           "--infer-images", str(args.infer_images), "--threads", str(args.threads)]
+           "--infer-images", str(args.infer_images), "--threads", str(args.threads),
+           "--prefetch", str(args.prefetch)]
     if args.amp:
         cmd.append("--amp")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -313,7 +348,9 @@ def table(rows: dict[str, dict], args: argparse.Namespace) -> str:
         per = r.get("s_per_iter", r.get("s_per_image"))
         rate = r.get("iters_per_s", r.get("images_per_s"))
         note = (f"{r['params_m']:.1f} M params, input {r['input_hw'][0]}x{r['input_hw'][1]}"
-                if "params_m" in r else f"{r['runs']} runs, {r['detections']} detections")
+                if "params_m" in r else
+                f"{r['runs']} runs, {r['detections']} detections, {r['precision']}, prefetch {r['prefetch']}, "
+                "median s " + " / ".join(f"{p} {v:.3f}" for p, v in r["median_s"].items()))
         lines.append(f"{part:11s} {per:18.3f} {rate:14.4f} {r['peak_rss_mb'] / 1024:12.2f}"
                      + (f" {r['peak_gpu_mb'] / 1024:12.2f}" if gpu else "")
                      + f" {r['wall_s']:8.1f}  {note}")
@@ -323,20 +360,26 @@ def table(rows: dict[str, dict], args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--amp", action="store_true", help="training with AmpOptimWrapper (CUDA only)")
+    p.add_argument("--amp", action="store_true",
+                   help="training with AmpOptimWrapper (CUDA only); inference under autocast "
+                        "(float16 on CUDA, bfloat16 on a CPU with bf16 instructions)")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     p.add_argument("--train-iters", type=int, default=2)
     p.add_argument("--warmup-iters", type=int, default=1,
                    help="training iterations left out of the s/iter median")
-    p.add_argument("--infer-images", type=int, default=1,
-                   help="TTA images (with more than 1, the first is left out of the median)")
+    p.add_argument("--infer-images", type=positive_int, default=1,
+                   help="TTA images (with more than 1, the first warms up and is left out of images/s)")
+    p.add_argument("--prefetch", type=nonnegative_int, default=2,
+                   help="inference: images decoded ahead / encoded behind the networks (0: serial)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads per part (0: torch default)")
     p.add_argument("--part-timeout", type=int, default=3600, help="seconds per part")
     p.add_argument("--json-out", default=None, help="also write the rows as JSON here")
     p.add_argument("--child", choices=PARTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.amp and args.device != "cuda":
-        p.error("--amp needs --device cuda")
+    parts = [args.child] if args.child else args.parts
+    if args.amp and args.device != "cuda" and any(part.startswith("train-") for part in parts):
+        p.error("--amp with training parts needs --device cuda (the inference parts alone run "
+                "bfloat16 autocast on a CPU)")
     if args.child:
         child(args)
         return 0
@@ -354,6 +397,10 @@ def main(argv=None) -> int:
     rows = {part: run_part(part, args) for part in args.parts}
     text = table(rows, args)
     print(text, flush=True)
+    for part, r in rows.items():
+        if "images_per_s" in r:
+            print(f"{part}: {r['images_per_s']:.4f} images/s ({r['precision']}, prefetch {r['prefetch']}, "
+                  f"{r['timed_images']} timed images)", flush=True)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
             {"device": where, "amp": args.amp, "rows": rows}, indent=1))

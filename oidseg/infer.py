@@ -25,9 +25,21 @@ Output: the detection shard pickle (written atomically)::
 
 Every input image appears once, in input order, also without detections
 (n = 0). Images are read in their stored pixel orientation (EXIF orientation
-ignored, as the header sizes of the annotation stage are); an image whose
-size differs from the record's width/height, or a missing/unreadable image,
-raises :class:`InputError` naming it before anything is written.
+ignored, as the header sizes of the annotation stage are), unless the record
+says ``"exif_orientation": True`` (the image lists of ``predict``,
+:mod:`oidseg.images`: EXIF orientation applied, any JPEG/PNG pixel format
+converted to 8-bit BGR); an image whose size differs from the record's
+width/height, or a missing/unreadable image, raises :class:`InputError`
+naming it before anything is written.
+
+Pipeline (:func:`detect_images`): with ``prefetch`` 0 one image after the
+other (read, networks, masks, encode) in this thread; with ``prefetch`` N >= 1
+a reader thread decodes up to N images ahead and an encoder thread pastes and
+encodes the masks of up to N images behind the networks, so the device works
+while the CPU reads and encodes. Both give the same records in the same
+order, byte for byte (tests/test_infer_cli.py). Each image's log line gives
+its seconds of reading, networks (``model``), mask pasting (``masks``) and RLE
+encoding (``encode``).
 """
 
 from __future__ import annotations
@@ -35,6 +47,8 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -54,6 +68,9 @@ class ImageRecord:
     img_path: str
     width: int
     height: int
+    # True: pixels as displayed (EXIF orientation applied, any pixel format
+    # converted; oidseg.images); False: stored pixels, 8-bit colour decode
+    exif_orientation: bool = False
 
 
 def load_image_list(path: str | Path) -> list[ImageRecord]:
@@ -73,7 +90,8 @@ def load_image_list(path: str | Path) -> list[ImageRecord]:
             raise InputError(f"{path}: record {i} / {rec['img_id']}: width/height are not integers") from exc
         if width <= 0 or height <= 0:
             raise InputError(f"{path}: record {i} / {rec['img_id']}: size {width}x{height}")
-        records.append(ImageRecord(str(rec["img_id"]), str(rec["img_path"]), width, height))
+        records.append(ImageRecord(str(rec["img_id"]), str(rec["img_path"]), width, height,
+                                   bool(rec.get("exif_orientation", False))))
     return records
 
 
@@ -85,13 +103,20 @@ def check_images_exist(records: Sequence[ImageRecord], list_path: str | Path) ->
 
 
 def read_image(rec: ImageRecord) -> np.ndarray:
-    """BGR uint8 pixels (H, W, 3), stored orientation; size checked against the record."""
+    """BGR uint8 pixels (H, W, 3), stored orientation (or upright, with
+    ``rec.exif_orientation``: :func:`oidseg.images.read_upright`); size
+    checked against the record."""
     import mmcv
 
-    try:
-        img = mmcv.imread(rec.img_path, flag="color_ignore_orientation")
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{rec.img_path} / {rec.img_id}: image is missing or unreadable ({exc})") from exc
+    if rec.exif_orientation:
+        from oidseg.images import read_upright
+
+        img = read_upright(rec.img_path, rec.img_id)
+    else:
+        try:
+            img = mmcv.imread(rec.img_path, flag="color_ignore_orientation")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{rec.img_path} / {rec.img_id}: image is missing or unreadable ({exc})") from exc
     if img is None:
         raise InputError(f"{rec.img_path} / {rec.img_id}: image is missing or unreadable")
     if img.shape[:2] != (rec.height, rec.width):
@@ -155,7 +180,7 @@ def build_detector(config_path: str | Path, ckpt: dict, ckpt_path: str | Path, n
 
 
 def build_ensemble(models: Sequence[tuple[str, str]], *, scales, flips, score_thr, nms_iou, max_per_img,
-                   mask_thr, rpn_nms, rpn_max, device: str) -> tuple[torch.nn.Module, list[str]]:
+                   mask_thr, rpn_nms, rpn_max, device: str, amp: bool = False) -> tuple[torch.nn.Module, list[str]]:
     """The :class:`OIDEnsembleTTA` of (config, checkpoint) pairs and the
     ensemble's class list (all checkpoints must agree)."""
     import oidseg.mmdet_ext.ensemble  # noqa: F401  (registers OIDEnsembleTTA)
@@ -175,21 +200,107 @@ def build_ensemble(models: Sequence[tuple[str, str]], *, scales, flips, score_th
         detectors.append(build_detector(config_path, ckpt, ckpt_path, len(classes)))
         del ckpt
     ensemble = OIDEnsembleTTA(detectors, scales=scales, flips=flips, score_thr=score_thr, nms_iou=nms_iou,
-                              max_per_img=max_per_img, mask_thr=mask_thr, rpn_nms=rpn_nms, rpn_max=rpn_max)
+                              max_per_img=max_per_img, mask_thr=mask_thr, rpn_nms=rpn_nms, rpn_max=rpn_max,
+                              amp=amp)
     return ensemble.to(device).eval(), classes
 
 
+#: the phases of an image's log line, in order
+PHASES = ("read", "model", "masks", "encode")
+
+
+@dataclass
+class PipelineStats:
+    """Seconds per phase summed over the images, and the wall time."""
+
+    images: int = 0
+    wall: float = 0.0
+    read: float = 0.0
+    model: float = 0.0
+    masks: float = 0.0
+    encode: float = 0.0
+
+    def summary(self) -> str:
+        rate = self.images / self.wall if self.wall > 0 else 0.0
+        per = ", ".join(f"{p} {getattr(self, p) / max(self.images, 1):.3f} s" for p in PHASES)
+        return f"{self.images} images in {self.wall:.1f} s ({rate:.3f} images/s); mean per image: {per}"
+
+
+def _timed_read(rec: ImageRecord) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    img = read_image(rec)
+    return img, time.perf_counter() - start
+
+
 def detect_images(ensemble: torch.nn.Module, records: Sequence[ImageRecord],
-                  progress: Callable[[str], None] | None = None) -> list[dict]:
-    """One detection record per image (docs/ARCHITECTURE.md, Inference)."""
-    images = []
-    for i, rec in enumerate(records):
-        start = time.perf_counter()
-        det = ensemble.predict_image(read_image(rec))
+                  progress: Callable[[str], None] | None = None, *, prefetch: int = 0,
+                  stats: PipelineStats | None = None, per_image: list | None = None) -> list[dict]:
+    """One detection record per image (docs/ARCHITECTURE.md, Inference), in
+    input order. ``prefetch`` 0: read, networks, masks and encoding one after
+    another in this thread; N >= 1: the next N images are decoded in a reader
+    thread and the masks of up to N images are pasted and encoded in an
+    encoder thread while the networks run (same records, byte for byte).
+    A read error (:class:`InputError`) stops the loop and is raised; nothing
+    is returned. ``stats`` sums the phases' seconds and the wall time;
+    ``per_image`` gets each image's seconds per phase (a dict), in order."""
+    from oidseg.mmdet_ext.ensemble import Timings
+
+    if prefetch < 0:
+        raise ValueError(f"prefetch must be >= 0, not {prefetch}")
+    stats = stats if stats is not None else PipelineStats()
+    started = time.perf_counter()
+    images: list[dict] = []
+
+    def finish(det, read_s: float, model_s: float) -> tuple[dict, Timings]:
+        timings = Timings(read=read_s, model=model_s)
+        return ensemble.finish(det, timings=timings), timings
+
+    def record(i: int, rec: ImageRecord, det: dict, timings: dict) -> None:
         images.append(dict(img_id=rec.img_id, width=rec.width, height=rec.height, **det))
+        stats.images += 1
+        for phase in PHASES:
+            setattr(stats, phase, getattr(stats, phase) + timings.get(phase, 0.0))
+        if per_image is not None:
+            per_image.append(dict(timings))
         if progress is not None:
+            phases = ", ".join(f"{p} {timings.get(p, 0.0):.3f}" for p in PHASES)
             progress(f"[{i + 1}/{len(records)}] {rec.img_id}: {len(det['scores'])} detections "
-                     f"({time.perf_counter() - start:.2f} s)")
+                     f"(s: {phases})")
+
+    if prefetch == 0:
+        for i, rec in enumerate(records):
+            img, read_s = _timed_read(rec)
+            start = time.perf_counter()
+            pending = ensemble.detect(img)
+            det, timings = finish(pending, read_s, time.perf_counter() - start)
+            record(i, rec, det, timings)
+    else:
+        with ThreadPoolExecutor(1, thread_name_prefix="read") as reader, \
+                ThreadPoolExecutor(1, thread_name_prefix="encode") as encoder:
+            reads: deque = deque()
+            encodes: deque = deque()
+            next_read = 0
+            try:
+                for i, rec in enumerate(records):
+                    while next_read < len(records) and next_read <= i + prefetch:
+                        reads.append(reader.submit(_timed_read, records[next_read]))
+                        next_read += 1
+                    img, read_s = reads.popleft().result()
+                    start = time.perf_counter()
+                    pending = ensemble.detect(img)
+                    del img
+                    encodes.append((i, rec, encoder.submit(finish, pending, read_s, time.perf_counter() - start)))
+                    while len(encodes) > prefetch:
+                        j, done_rec, future = encodes.popleft()
+                        record(j, done_rec, *future.result())
+                while encodes:
+                    j, done_rec, future = encodes.popleft()
+                    record(j, done_rec, *future.result())
+            except BaseException:
+                for future in [*reads, *(f for _, _, f in encodes)]:
+                    future.cancel()
+                raise
+    stats.wall += time.perf_counter() - started
     return images
 
 

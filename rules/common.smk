@@ -377,7 +377,16 @@ def infer_args(wildcards):
         *("--rpn-nms", inf["rpn_nms"]),
         *("--rpn-max", inf["rpn_max"]),
     ]
+    if inf["amp"]:  # only when on: results made before the setting existed stay
+        args.append("--amp")
     return [str(a) for a in args]
+
+
+def infer_prefetch(wildcards, threads):
+    """inference.prefetch: a function of ``threads`` too, so Snakemake does
+    not record it (the output is the same for any value: changing it reruns
+    nothing)."""
+    return config["inference"]["prefetch"]
 
 
 def download_targets():

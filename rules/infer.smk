@@ -25,9 +25,11 @@ rule infer:
         script=script("infer.py"),
         gpu_wrapper=script("with_gpus.py"),
         args=infer_args,
+        prefetch=infer_prefetch,
     shell:
         "exec python {params.gpu_wrapper:q} --gpus {resources.gpu} --"
         " python {params.script:q} {params.args:q} --threads {threads}"
+        " --prefetch {params.prefetch:q}"
         " --images {input.images:q} --out {output:q} 2> {log:q}"
 
 

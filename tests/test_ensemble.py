@@ -12,6 +12,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from mmengine.registry import init_default_scope
 from pycocotools import mask as mask_util
 
@@ -260,3 +261,70 @@ def test_to_moves_the_detectors_data_preprocessors(detector):
     ens.detectors[0].data_preprocessor._device = torch.device("meta")
     assert ens.to(torch.device("cpu")) is ens
     assert ens.detectors[0].data_preprocessor.device == torch.device("cpu")
+
+
+# --- detect / finish halves and mixed precision (issue 19 item 5) ------------
+
+def test_detect_then_finish_is_predict_image(detector):
+    img = _image(160, 120, seed=5)
+    ens = _ensemble([detector], flips=(False, True))
+    whole = pickle.dumps(ens.predict_image(img, return_maps=True))
+    halves = pickle.dumps(ens.finish(ens.detect(img), return_maps=True))
+    assert whole == halves
+
+
+def test_finish_reports_mask_and_encode_seconds(detector):
+    from oidseg.mmdet_ext.ensemble import Timings
+
+    ens = _ensemble([detector])
+    timings = Timings(model=1.0)
+    out = ens.finish(ens.detect(_image(128, 96)), timings=timings)
+    assert len(out["masks"]) > 0
+    assert set(timings) == {"model", "masks", "encode"}
+    assert timings["masks"] >= 0 and timings["encode"] > 0
+
+
+def test_amp_dtype_per_device():
+    from oidseg.mmdet_ext.ensemble import amp_dtype
+
+    assert amp_dtype("cuda") == torch.float16
+    assert amp_dtype("cpu") in (torch.bfloat16, None)
+    assert amp_dtype("meta") is None
+
+
+def test_amp_off_changes_nothing_and_amp_on_stays_float32_outside_the_networks(detector):
+    from oidseg.mmdet_ext.ensemble import amp_dtype
+
+    img = _image(160, 120, seed=6)
+    plain = _ensemble([detector], flips=(False, True))
+    off = _ensemble([detector], flips=(False, True), amp=False)
+    assert pickle.dumps(plain.predict_image(img)) == pickle.dumps(off.predict_image(img))
+    if amp_dtype("cpu") is None:
+        pytest.skip("this CPU has no bfloat16 instructions: --amp runs float32 here")
+    on = _ensemble([copy.deepcopy(detector)], flips=(False, True), amp=True)
+    assert on.amp_dtype == torch.bfloat16
+    det = on.detect(img)
+    assert det.maps.dtype == det.boxes.dtype == det.scores.dtype == torch.float32
+    out = on.finish(det)
+    assert len(out["scores"]) == len(out["masks"]) > 0
+    assert np.isfinite(out["scores"]).all() and np.isfinite(out["bboxes"]).all()
+
+
+def test_deformable_convolution_runs_float32_under_cpu_autocast():
+    """mmcv's CPU deformable convolution has no bfloat16 kernel: under --amp
+    it runs in float32 (same result as without autocast)."""
+    from mmcv.ops import DeformConv2dPack
+
+    from oidseg.mmdet_ext.ensemble import _deform_convs_float32_on_cpu
+
+    torch.manual_seed(0)
+    layer = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), DeformConv2dPack(8, 8, 3, padding=1)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        ref = layer(x)
+        _deform_convs_float32_on_cpu(layer)
+        assert torch.equal(layer(x), ref)  # without autocast: unchanged
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, ref, atol=0.1)
