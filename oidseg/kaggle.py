@@ -36,6 +36,9 @@ from oidseg.errors import InputError, atomic_path, read_utf8_text
 from oidseg.rle import inflate_bounded, parse_positive_int, parse_runs, rle_length_bound
 
 HEADER = "ImageID,ImageWidth,ImageHeight,PredictionString"
+#: an ImageID: ASCII letters, digits, ``_`` and ``-`` (the raw files' rule,
+#: ``oidseg.raw``): no whitespace, so `` abc`` is never taken for ``abc``
+IMAGE_ID = re.compile(r"[0-9A-Za-z_\-]+", re.ASCII)
 COLUMNS = HEADER.split(",")
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark before the header is allowed
 
@@ -166,9 +169,11 @@ class ShardRow:
 
 
 def _split_line(line: str) -> list[str]:
+    """The fields of a row (all of them: a PredictionString never holds a
+    comma, so a row with more than 4 fields is reported as such)."""
     if '"' in line:
         return next(csv.reader([line]))
-    return line.split(",", 3)
+    return line.split(",")
 
 
 def _parse_size(path: Path, row: int, image_id: str, field: str, text: str) -> int:
@@ -216,7 +221,8 @@ def iter_shard(path: str | Path) -> Iterator[ShardRow]:
             image_id = fields[0]
             if len(fields) != 4:
                 raise InputError(
-                    f"{path}: row {row} / {image_id}: {len(fields)} fields, expected 4"
+                    f"{path}: row {row} / {image_id}: {len(fields)} fields, expected 4 "
+                    "(ImageID,ImageWidth,ImageHeight,PredictionString)"
                 )
             if not image_id:
                 raise InputError(f"{path}: row {row}: empty ImageID")
@@ -260,8 +266,9 @@ class ShardWriter:
 
 def read_image_list(path: str | Path) -> list[str]:
     """ImageIDs of a CSV with an ``ImageID`` column (Kaggle's sample
-    submission or ``heldout_val.csv``), in file order; duplicates and empty
-    IDs are errors."""
+    submission or ``heldout_val.csv``), in file order; duplicates, empty
+    IDs and IDs that are not :data:`IMAGE_ID` (a space, say) are errors.
+    The validator and the scorer read their image lists with this."""
     path = Path(path)
     # bytes that are not UTF-8 -> InputError with their offset; a BOM is dropped
     with io.StringIO(read_utf8_text(path, "image list"), newline="") as fh:
@@ -275,9 +282,14 @@ def read_image_list(path: str | Path) -> list[str]:
         for row, fields in enumerate(reader, start=2):
             if not fields:
                 continue
-            image_id = fields[col].strip() if col < len(fields) else ""
+            image_id = fields[col] if col < len(fields) else ""
             if not image_id:
                 raise InputError(f"{path}: row {row}: empty ImageID")
+            if not IMAGE_ID.fullmatch(image_id):
+                raise InputError(
+                    f"{path}: row {row}: ImageID {image_id!r} is not an ImageID "
+                    "(ASCII letters, digits, '_' and '-' only; no spaces)"
+                )
             if image_id in seen:
                 raise InputError(
                     f"{path}: row {row} / {image_id}: duplicate ImageID "

@@ -12,9 +12,18 @@ What TF does, and where (function names of tensorflow/models):
   is copied to each ancestor; positive image labels to ancestors, negative
   labels to descendants. Predictions are not expanded.
 - ``metrics/oid_challenge_evaluation.py`` + ``merge_boxes_and_masks``: the
-  bbox CSV and the masks are outer-joined on (ImageID, LabelName, box,
-  IsGroupOf); a bbox row without a mask becomes a ground truth with an empty
-  mask ("box-only"); group-of rows are bbox rows with ``IsGroupOf=1``.
+  (expanded) bbox CSV and the (expanded) masks are joined by
+  ``pandas.merge(how='outer')`` on ImageID, LabelName, XMin, XMax, YMin,
+  YMax, IsGroupOf: exact equality of the parsed floats; k box rows and m
+  mask rows under one key give k x m ground-truth instances; a bbox row
+  without a mask becomes a ground truth with an empty mask ("box-only"); a
+  mask row without a bbox row is a ground truth with its mask and the mask
+  row's box (IsGroupOf 0: the masks CSV has no such column, and the
+  segmentation masks are of single objects); group-of rows are bbox rows
+  with ``IsGroupOf=1``. The join comes AFTER the hierarchy expansion, as in
+  the official instructions (boxes and masks expanded first), so a key of a
+  parent class collects the rows of all its children (:func:`join_rows`,
+  :func:`expand_ground_truth`).
 - ``OpenImagesChallengeEvaluator.add_single_detected_image_info``: per image,
   only classes with an image-level label (either confidence) or a
   ground-truth box are evaluated; other detections are dropped.
@@ -59,10 +68,25 @@ stable ``argsort`` and reverse it, which is what TF gets whenever numpy's sort
 is stable for the array at hand; among equal scores the later one (in
 PredictionString order, then in ImageID order) comes first in each sort.
 
-Deviation: TF joins masks to boxes on exact float equality of the four box
-coordinates; we pair a mask to a bbox row of the same image and label whose
-coordinates agree within ``BOX_MATCH_TOLERANCE`` (1e-5), one to one, closest
-first. On files whose coordinates agree exactly both give the same join.
+The instances of one image and class are in the order of that merge (pandas
+sorts an outer merge's keys, then each key's box rows, each with its mask
+rows in file order): it decides which ground truth a detection takes when two
+have exactly the same IoU with it. (pandas before 2.2 ordered an outer
+merge's keys by first appearance instead; only such exact ties could differ.)
+
+Option (not the metric): ``join="tolerant"`` (``scripts/evaluate.py
+--box-join tolerant``) pairs a mask row with a bbox row of the same image
+and label whose coordinates agree within :data:`BOX_MATCH_TOLERANCE`, one to
+one, closest first, whatever IsGroupOf: what the official code's own comment
+calls the stable replacement of its exact-float join. It shows how much a
+file's last-digit differences or duplicated boxes move the score; the
+ground-truth report (:func:`report_annotation_rows`, in the scorer's log)
+counts both.
+
+Memory: a submitted mask is kept as its zlib data (:class:`PackedRle`, the
+size of the input) and inflated only while it is measured or matched, in
+batches of at most :data:`EVAL_BATCH_CHARS` RLE characters (or one longer
+mask): see :mod:`oidseg.validity` and the README's benchmark.
 """
 
 from __future__ import annotations
@@ -97,8 +121,58 @@ _CHUNK = 65536
 #: pycocotools 2.0.x ``area`` builds a uint8 array of the list length: more
 #: than 255 RLEs per call overflow under numpy 2
 _AREA_CHUNK = 255
+#: RLE characters of detection masks inflated at once while measuring or
+#: matching (a longer mask goes alone): about 5 bytes each in pycocotools
+EVAL_BATCH_CHARS = 1 << 22
+#: how bbox rows and mask rows become ground-truth instances (:func:`join_rows`)
+JOINS = ("official", "tolerant")
+#: the official join's key (``merge_boxes_and_masks``), in its order
+JOIN_KEY = ["LabelName", "ImageID", "XMin", "XMax", "YMin", "YMax", "IsGroupOf"]
 
 Rle = dict  # {"size": [h, w], "counts": bytes} (COCO compressed RLE)
+
+
+class PackedRle:
+    """A submitted mask as it came: zlib data of the COCO counts of an
+    ``size = (h, w)`` mask (``length`` characters once inflated). Inflated
+    only while it is measured or matched (:func:`unpack_rle`)."""
+
+    __slots__ = ("size", "data", "length")
+
+    def __init__(self, size: tuple[int, int], data: bytes, length: int):
+        self.size = (int(size[0]), int(size[1]))
+        self.data = data
+        self.length = int(length)
+
+    def unpack(self) -> Rle:
+        # a decompressobj ignores bytes after the stream, as the check did
+        return {"size": list(self.size), "counts": zlib.decompressobj().decompress(self.data)}
+
+
+def unpack_rle(rle) -> Rle:
+    return rle.unpack() if isinstance(rle, PackedRle) else rle
+
+
+def _rle_size(rle) -> tuple[int, int]:
+    return rle.size if isinstance(rle, PackedRle) else tuple(rle["size"])
+
+
+def _rle_length(rle) -> int:
+    return rle.length if isinstance(rle, PackedRle) else len(rle["counts"])
+
+
+def rle_batches(rles: Sequence, budget: int = EVAL_BATCH_CHARS) -> Iterable[slice]:
+    """Consecutive slices of ``rles`` of at most ``budget`` RLE characters
+    (a longer mask alone)."""
+    lengths = np.fromiter((_rle_length(r) for r in rles), dtype=np.int64, count=len(rles))
+    start, used = 0, 0
+    for k, n in enumerate(lengths.tolist()):
+        if k > start and used + n > budget:
+            yield slice(start, k)
+            start, used = k, 0
+        used += n
+    if start < len(rles):
+        yield slice(start, len(rles))
 
 
 # --------------------------------------------------------------------------- data
@@ -125,6 +199,10 @@ class GroundTruth:
     label_name: np.ndarray  # object MIDs
     label_confidence: np.ndarray  # int8 (1 verified present, 0 verified absent)
     expanded: bool = False
+    #: the bbox and mask rows the instances were joined from (files read by
+    #: :func:`load_ground_truth`): :func:`expand_ground_truth` expands these
+    #: and joins again, as the official evaluator does
+    rows: "AnnotationRows | None" = None
 
     def image_index(self, image_ids: Sequence[str]) -> np.ndarray:
         """Index of each ImageID in ``image_ids`` (-1 when not evaluated)."""
@@ -133,12 +211,17 @@ class GroundTruth:
 
 @dataclass
 class Detections:
-    """Flat detections; ``rle[i]`` is at its image's ground-truth size."""
+    """Flat detections; ``rle[i]`` (an :data:`Rle` or a :class:`PackedRle`)
+    is at its image's ground-truth size. ``area`` / ``box`` (pixel
+    ``[x, y, w, h]``), when given, are the masks' areas and tight boxes
+    (computed by :func:`evaluate` otherwise)."""
 
     image_id: np.ndarray  # object
     label: np.ndarray  # object MIDs
     score: np.ndarray  # float64
-    rle: list  # Rle
+    rle: list  # Rle | PackedRle
+    area: np.ndarray | None = None  # int64
+    box: np.ndarray | None = None  # float64 [n, 4]
 
     def __len__(self) -> int:
         return len(self.score)
@@ -202,6 +285,18 @@ def rle_boxes(rles: Sequence[Rle]) -> np.ndarray:
     return out
 
 
+def measure_rles(rles: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """(areas, tight boxes ``[x, y, w, h]``) of :data:`Rle` /
+    :class:`PackedRle` masks, inflated in :func:`rle_batches`."""
+    areas = np.zeros(len(rles), dtype=np.int64)
+    boxes = np.zeros((len(rles), 4), dtype=np.float64)
+    for part in rle_batches(rles):
+        batch = [unpack_rle(r) for r in rles[part]]
+        areas[part] = rle_areas(batch)
+        boxes[part] = rle_boxes(batch)
+    return areas, boxes
+
+
 def resize_rle(rle: Rle, height: int, width: int) -> Rle:
     """Nearest-neighbour resize of an RLE mask to ``height x width``, sampled
     at pixel centres (:data:`MASK_RESIZE`)."""
@@ -254,6 +349,33 @@ def _first_hits(eligible: np.ndarray, best: np.ndarray) -> np.ndarray:
     return hits
 
 
+def _best_mask_overlaps(
+    det_rles: Sequence, instance_rles: list, group_rles: list
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per detection: the instance mask of highest IoU (index, IoU) and the
+    highest intersection over the detection's area with a group-of mask
+    (``mask_utils.iou`` with ``iscrowd`` 0 / 1). Detections are inflated in
+    :func:`rle_batches`, never all at once."""
+    n = len(det_rles)
+    best = np.zeros(n, dtype=np.int64)
+    best_iou = np.zeros(n, dtype=np.float64)
+    best_ioa = np.zeros(n, dtype=np.float64)
+    for part in rle_batches(det_rles):
+        batch = [unpack_rle(r) for r in det_rles[part]]
+        rows = np.arange(len(batch))
+        if instance_rles:
+            iou = np.asarray(mask_utils.iou(batch, instance_rles,
+                                            np.zeros(len(instance_rles), dtype=np.uint8)))
+            iou = iou.reshape(len(batch), len(instance_rles))
+            best[part] = np.argmax(iou, axis=1)
+            best_iou[part] = iou[rows, best[part]]
+        if group_rles:
+            ioa = np.asarray(mask_utils.iou(batch, group_rles,
+                                            np.ones(len(group_rles), dtype=np.uint8)))
+            best_ioa[part] = ioa.reshape(len(batch), len(group_rles)).max(axis=1)
+    return best, best_iou, best_ioa
+
+
 def match_image_class(
     det_rles: list,
     det_boxes: np.ndarray,
@@ -268,7 +390,7 @@ def match_image_class(
     mode (see the module docstring for the four passes). Returns
     ``(tp, scored)``: ``tp[i]`` true positive, ``scored[i]`` False for
     detections that are ignored (group-of or first hit of a box-only ground
-    truth).
+    truth). ``det_rles``: :data:`Rle` or :class:`PackedRle` masks.
     """
     n = len(det_rles)
     tp = np.zeros(n, dtype=bool)
@@ -277,18 +399,14 @@ def match_image_class(
     rows = np.arange(n)
 
     masked = np.flatnonzero(gt_has_mask & ~gt_group_of)
-    if masked.size:  # 1. mask IoU with instance masks
-        iou = np.asarray(mask_utils.iou(det_rles, [gt_rles[j] for j in masked],
-                                        np.zeros(masked.size, dtype=np.uint8)))
-        best = np.argmax(iou, axis=1)
-        tp |= _first_hits(iou[rows, best] >= MATCH_THRESHOLD, best)
-
     masked_group = np.flatnonzero(gt_has_mask & gt_group_of)
-    if masked_group.size:  # 2. mask intersection over detection area, group-of masks
-        ioa = np.asarray(mask_utils.iou(det_rles, [gt_rles[j] for j in masked_group],
-                                        np.ones(masked_group.size, dtype=np.uint8)))
-        best = np.argmax(ioa, axis=1)
-        group_of |= ~tp & (ioa[rows, best] >= MATCH_THRESHOLD)
+    if masked.size or masked_group.size:
+        best, best_iou, best_ioa = _best_mask_overlaps(
+            det_rles, [gt_rles[j] for j in masked], [gt_rles[j] for j in masked_group])
+        if masked.size:  # 1. mask IoU with instance masks
+            tp |= _first_hits(best_iou >= MATCH_THRESHOLD, best)
+        if masked_group.size:  # 2. mask intersection over detection area, group-of masks
+            group_of |= ~tp & (best_ioa >= MATCH_THRESHOLD)
 
     boxed = np.flatnonzero(~gt_has_mask & ~gt_group_of)
     if boxed.size:  # 3. box IoU with box-only ground truth: first hit ignored
@@ -336,31 +454,45 @@ def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
 # --------------------------------------------------------------------------- hierarchy
 
 
-def expand_ground_truth(gt: GroundTruth, hierarchy: Hierarchy) -> GroundTruth:
-    """Copy instances to every ancestor; positive labels to ancestors,
-    negative labels to descendants (``oid_hierarchical_labels_expansion``)."""
+def _expand_labels(labels: np.ndarray, relatives: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Each label followed by its relatives: (source row, label) per output row
+    (``oid_hierarchical_labels_expansion``: a row, then its copies)."""
+    extra = [relatives.get(m, ()) for m in labels]
+    counts = np.fromiter((1 + len(e) for e in extra), dtype=np.int64, count=len(extra))
+    source = np.repeat(np.arange(len(labels)), counts)
+    new_labels = np.empty(int(counts.sum()), dtype=object)
+    new_labels[:] = [x for m, e in zip(labels, extra) for x in (m, *e)]
+    return source, new_labels
+
+
+def expand_ground_truth(
+    gt: GroundTruth, hierarchy: Hierarchy, *, log: Callable[[str], None] | None = None
+) -> GroundTruth:
+    """Copy box and mask rows to every ancestor, then join them again
+    (:func:`join_rows`: under the official join a parent class's key collects
+    the rows of all its children); positive labels to ancestors, negative
+    labels to descendants (``oid_hierarchical_labels_expansion``). A
+    :class:`GroundTruth` without ``rows`` (built by hand) has its instances
+    copied instead."""
     if gt.expanded:
         return gt
-
-    def expand(labels: np.ndarray, relatives: dict) -> tuple[np.ndarray, np.ndarray]:
-        extra = [relatives.get(m, ()) for m in labels]
-        counts = np.fromiter((1 + len(e) for e in extra), dtype=np.int64, count=len(extra))
-        source = np.repeat(np.arange(len(labels)), counts)
-        new_labels = np.empty(int(counts.sum()), dtype=object)
-        new_labels[:] = [x for m, e in zip(labels, extra) for x in (m, *e)]
-        return source, new_labels
-
-    src, inst_label = expand(gt.inst_label, hierarchy.ancestors)
+    if gt.rows is not None:
+        rows = gt.rows.expanded(hierarchy)
+        b, m = join_rows(rows, gt.image_ids, log=log, what="after the hierarchy expansion")
+        inst_image, inst_label, inst_box, inst_group, inst_rle = rows.instances(b, m)
+    else:
+        src, inst_label = _expand_labels(gt.inst_label, hierarchy.ancestors)
+        inst_image, inst_box = gt.inst_image[src], gt.inst_box[src]
+        inst_group, inst_rle = gt.inst_group_of[src], [gt.inst_rle[i] for i in src]
     positive = gt.label_confidence == 1
-    lab_src_p, lab_p = expand(gt.label_name[positive], hierarchy.ancestors)
-    lab_src_n, lab_n = expand(gt.label_name[~positive], hierarchy.descendants)
+    lab_src_p, lab_p = _expand_labels(gt.label_name[positive], hierarchy.ancestors)
+    lab_src_n, lab_n = _expand_labels(gt.label_name[~positive], hierarchy.descendants)
     pos_rows, neg_rows = np.flatnonzero(positive), np.flatnonzero(~positive)
     label_rows = np.concatenate([pos_rows[lab_src_p], neg_rows[lab_src_n]])
     return GroundTruth(
         image_ids=gt.image_ids, heights=gt.heights, widths=gt.widths,
-        inst_image=gt.inst_image[src], inst_label=inst_label,
-        inst_box=gt.inst_box[src], inst_group_of=gt.inst_group_of[src],
-        inst_rle=[gt.inst_rle[i] for i in src],
+        inst_image=inst_image, inst_label=inst_label,
+        inst_box=inst_box, inst_group_of=inst_group, inst_rle=inst_rle,
         label_image=gt.label_image[label_rows],
         label_name=np.concatenate([lab_p, lab_n]).astype(object),
         label_confidence=gt.label_confidence[label_rows],
@@ -410,12 +542,14 @@ def evaluate(
     d_key = d_img.astype(np.int64) * num_classes + d_cls
     keep = np.flatnonzero((d_img >= 0) & np.isin(d_key, evaluatable))
     rles = [detections.rle[i] for i in keep]
-    areas = rle_areas(rles)
+    if detections.area is not None and detections.box is not None:
+        areas, xywh = detections.area[keep], detections.box[keep]
+    else:
+        areas, xywh = measure_rles(rles)
     nonempty = areas > 0
-    keep, rles = keep[nonempty], [r for r, ok in zip(rles, nonempty) if ok]
-    xywh = rle_boxes(rles)
+    keep, rles, xywh = keep[nonempty], [r for r, ok in zip(rles, nonempty) if ok], xywh[nonempty]
     img = d_img[keep]
-    sizes = np.asarray([r["size"] for r in rles], dtype=np.int64).reshape(-1, 2)
+    sizes = np.asarray([_rle_size(r) for r in rles], dtype=np.int64).reshape(-1, 2)
     wrong = (sizes[:, 0] != gt.heights[img]) | (sizes[:, 1] != gt.widths[img])
     if wrong.any():
         k = int(np.flatnonzero(wrong)[0])
@@ -486,48 +620,73 @@ def read_submission(
     gt: GroundTruth,
     known_classes: Iterable[str],
     *,
+    images: validity.ImageList | None = None,
+    resize: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Detections:
     """Read a Kaggle CSV ``ImageID,ImageWidth,ImageHeight,PredictionString``.
 
     What is valid is decided by :mod:`oidseg.validity`, as for the
-    submission validator (same BOM, blank-line and row-numbering rules, same
-    messages). Every row is read and checked (fields, ImageID once, sizes of
-    ASCII digits); the PredictionStrings of images in ``gt`` only are
-    decoded and checked (others are ignored, as TF ignores detections of
-    images without labels): every RLE must cover exactly ImageHeight x
-    ImageWidth pixels, without negative runs (checked without decoding).
-    Masks whose declared size differs from the ground-truth image size are
-    resized (nearest) to it.
+    submission validator (same rules, same messages): every row is read and
+    checked, its PredictionString too; the rows must be exactly the images
+    of ``images`` (default: the ground truth's images, ``gt.image_ids``:
+    those of ``--image-ids``, or of the ground-truth files); a row must
+    declare its image's ground-truth size where that size is known.
+
+    ``resize=True`` (``--resize-masks``; not a valid submission for the
+    validator) accepts other declared sizes instead and resizes those masks
+    (nearest at pixel centres) to the ground-truth size: that decodes each
+    such mask to ImageHeight x ImageWidth bytes.
+
+    The masks are kept as they came (:class:`PackedRle`) with their areas and
+    tight boxes; memory: see :mod:`oidseg.validity`.
     """
     path = Path(path)
     known = set(known_classes)
-    position = {str(image_id): k for k, image_id in enumerate(gt.image_ids.tolist())}
-    ids, labels, scores, rles = [], [], [], []
+    image_ids = gt.image_ids.tolist()
+    if images is None:
+        images = validity.ImageList(ids=image_ids, source="of the ground truth")
+    position = {str(image_id): k for k, image_id in enumerate(image_ids)}
+    sizes = None
+    if not resize:
+        sized = np.flatnonzero((gt.heights > 0) & (gt.widths > 0))
+        sizes = {str(image_ids[k]): (int(gt.widths[k]), int(gt.heights[k])) for k in sized}
+    ids, labels, scores, rles, areas, boxes = [], [], [], [], [], []
     resized_images = num_rows = evaluated = 0
-    for row in validity.iter_submission(path):
+    for row in validity.iter_submission(path, sizes, images):
         num_rows += 1
         pos = position.get(row.image_id, -1)
-        if pos < 0 or not row.predictions.strip():
+        checked = validity.row_predictions(path, row, known, measure=pos >= 0)
+        if pos < 0 or not len(checked):
             continue
         evaluated += 1
-        checked = validity.row_predictions(path, row, known)
         height, width = row.height, row.width
         gt_h, gt_w = int(gt.heights[pos]), int(gt.widths[pos])
-        image_rles = [{"size": [height, width], "counts": c} for c in checked.counts]
+        image_rles = [PackedRle((height, width), data, n)
+                      for data, n in zip(checked.masks, checked.lengths.tolist())]
+        image_areas, image_boxes = checked.areas, checked.boxes
         if (gt_h, gt_w) != (height, width) and gt_h > 0 and gt_w > 0:
             resized_images += 1
-            image_rles = [resize_rle(r, gt_h, gt_w) for r in image_rles]
+            image_rles = []
+            for data, n in zip(checked.masks, checked.lengths.tolist()):
+                resized = resize_rle(PackedRle((height, width), data, n).unpack(), gt_h, gt_w)
+                image_rles.append(PackedRle((gt_h, gt_w), zlib.compress(resized["counts"], 1),
+                                            len(resized["counts"])))
+            image_areas, image_boxes = measure_rles(image_rles)
         ids.extend([row.image_id] * len(checked))
         labels.extend(checked.labels)
         scores.append(checked.scores)
         rles.extend(image_rles)
+        areas.append(image_areas)
+        boxes.append(image_boxes)
     if log:
         log(f"submission: {num_rows} rows, {evaluated} evaluated images with detections, "
             f"{len(rles)} detections, {resized_images} images resized to the ground-truth size")
     return Detections(image_id=np.asarray(ids, dtype=object), label=np.asarray(labels, dtype=object),
                       score=np.concatenate(scores) if scores else np.zeros(0),
-                      rle=rles)
+                      rle=rles,
+                      area=np.concatenate(areas) if areas else np.zeros(0, np.int64),
+                      box=np.concatenate(boxes) if boxes else np.zeros((0, 4)))
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -584,6 +743,196 @@ def load_mask_rle(data: bytes, name: str, height: int, width: int) -> Rle:
     if mask.shape != (height, width):
         mask = cv2.resize(mask, (int(width), int(height)), interpolation=MASK_RESIZE)
     return encode_mask(mask > 0)
+
+
+@dataclass
+class AnnotationRows:
+    """The ground truth's bbox rows and mask rows before they are joined
+    into instances (:func:`join_rows`). Coordinates are normalised
+    ``XMin, XMax, YMin, YMax`` as parsed from the CSVs; mask rows are never
+    group-of (the masks CSV has no IsGroupOf)."""
+
+    box_image: np.ndarray  # int64 index into GroundTruth.image_ids
+    box_label: np.ndarray  # object MIDs
+    box_coords: np.ndarray  # float64 [n, 4]
+    box_group_of: np.ndarray  # bool
+    mask_image: np.ndarray
+    mask_label: np.ndarray
+    mask_coords: np.ndarray
+    mask_rle: list  # Rle per mask row
+    join: str = "official"
+
+    def expanded(self, hierarchy: Hierarchy) -> "AnnotationRows":
+        """Every row followed by a copy for each ancestor of its class."""
+        b, box_label = _expand_labels(self.box_label, hierarchy.ancestors)
+        m, mask_label = _expand_labels(self.mask_label, hierarchy.ancestors)
+        return AnnotationRows(
+            box_image=self.box_image[b], box_label=box_label, box_coords=self.box_coords[b],
+            box_group_of=self.box_group_of[b], mask_image=self.mask_image[m],
+            mask_label=mask_label, mask_coords=self.mask_coords[m],
+            mask_rle=[self.mask_rle[k] for k in m], join=self.join)
+
+    def instances(self, b: np.ndarray, m: np.ndarray) -> tuple:
+        """(image, label, box ``[ymin, xmin, ymax, xmax]``, group-of, rle) of
+        the instances ``(b[i], m[i])`` (bbox row, mask row; -1 for none): the
+        bbox row's fields where there is one, else the mask row's."""
+        has_box = b >= 0
+        boxed, masked = np.flatnonzero(has_box), np.flatnonzero(~has_box)
+        image = np.empty(len(b), dtype=np.int64)
+        label = np.empty(len(b), dtype=object)
+        coords = np.empty((len(b), 4), dtype=np.float64)
+        image[boxed], image[masked] = self.box_image[b[boxed]], self.mask_image[m[masked]]
+        label[boxed], label[masked] = self.box_label[b[boxed]], self.mask_label[m[masked]]
+        coords[boxed], coords[masked] = self.box_coords[b[boxed]], self.mask_coords[m[masked]]
+        group_of = np.zeros(len(b), dtype=bool)
+        group_of[boxed] = self.box_group_of[b[boxed]]
+        rles = [self.mask_rle[k] if k >= 0 else None for k in m.tolist()]
+        return image, label, coords[:, [2, 0, 3, 1]], group_of, rles
+
+
+def _join_frames(rows: AnnotationRows) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two sides of ``merge_boxes_and_masks`` (ImageID as its index into
+    the sorted image list: same order as the strings)."""
+    def side(image, label, coords, group_of, name):
+        return pd.DataFrame({
+            "LabelName": np.asarray(label, dtype=object), "ImageID": np.asarray(image, np.int64),
+            "XMin": coords[:, 0], "XMax": coords[:, 1], "YMin": coords[:, 2], "YMax": coords[:, 3],
+            "IsGroupOf": np.asarray(group_of, np.int64), name: np.arange(len(image), dtype=np.int64)})
+
+    return (side(rows.box_image, rows.box_label, rows.box_coords, rows.box_group_of, "_b"),
+            side(rows.mask_image, rows.mask_label, rows.mask_coords,
+                 np.zeros(len(rows.mask_image), np.int64), "_m"))
+
+
+def join_rows(
+    rows: AnnotationRows,
+    image_ids: np.ndarray,
+    *,
+    log: Callable[[str], None] | None = None,
+    what: str = "",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth instances as ``(bbox row, mask row)`` index pairs (-1 for
+    none), in instance order.
+
+    ``rows.join == "official"``: ``merge_boxes_and_masks``, i.e.
+    ``pandas.merge(how='outer')`` on :data:`JOIN_KEY`, exact float equality;
+    k bbox rows and m mask rows under one key give k x m instances (each box
+    row with each mask row); a row without a partner is an instance alone.
+    ``"tolerant"``: :func:`_pair_masks_with_boxes` (one to one within
+    :data:`BOX_MATCH_TOLERANCE`), bbox rows first, then the unpaired mask
+    rows. ``log`` gets what the join did with duplicated keys and near
+    misses (:func:`_report_join`)."""
+    if rows.join not in JOINS:
+        raise InputError(f"unknown box/mask join {rows.join!r} (one of {', '.join(JOINS)})")
+    left, right = _join_frames(rows)
+    if rows.join == "official":
+        merged = pd.merge(left, right, how="outer", on=JOIN_KEY)
+        b = merged["_b"].to_numpy(np.float64)
+        m = merged["_m"].to_numpy(np.float64)
+        b = np.where(np.isnan(b), -1, b).astype(np.int64)
+        m = np.where(np.isnan(m), -1, m).astype(np.int64)
+    else:
+        bbox = pd.DataFrame({"ImageID": left["ImageID"], "LabelName": left["LabelName"],
+                             "XMin": left["XMin"], "XMax": left["XMax"],
+                             "YMin": left["YMin"], "YMax": left["YMax"]})
+        masks = pd.DataFrame({"ImageID": right["ImageID"], "LabelName": right["LabelName"],
+                              "BoxXMin": right["XMin"], "BoxXMax": right["XMax"],
+                              "BoxYMin": right["YMin"], "BoxYMax": right["YMax"]})
+        pb, pm = _pair_masks_with_boxes(bbox, masks)
+        mask_of_box = np.full(len(left), -1, dtype=np.int64)
+        mask_of_box[pb] = pm
+        unpaired = np.setdiff1d(np.arange(len(right)), pm)
+        b = np.concatenate([np.arange(len(left)), np.full(len(unpaired), -1)]).astype(np.int64)
+        m = np.concatenate([mask_of_box, unpaired]).astype(np.int64)
+    if log:
+        _report_join(rows, left, right, b, m, image_ids, log, what)
+    return b, m
+
+
+def _report_join(rows: AnnotationRows, left: pd.DataFrame, right: pd.DataFrame,
+                 b: np.ndarray, m: np.ndarray, image_ids: np.ndarray,
+                 log: Callable[[str], None], what: str) -> None:
+    """Counts of what the join did that a one-to-one pairing would not."""
+    where = f" {what}" if what else ""
+    n_pairs = int(((b >= 0) & (m >= 0)).sum())
+    log(f"ground truth{where}: {rows.join} join of {len(left)} bbox rows and {len(right)} mask "
+        f"rows: {len(b)} instances, {n_pairs} with a box row and a mask, "
+        f"{int((m < 0).sum())} box-only, {int((b < 0).sum())} mask rows without a box row")
+    if rows.join != "official" or not len(left) or not len(right):
+        return
+    key_b = left.groupby(JOIN_KEY, sort=False).size().rename("k")
+    key_m = right.groupby(JOIN_KEY, sort=False).size().rename("m")
+    both = pd.concat([key_b, key_m], axis=1, join="inner")
+    several = both[(both["k"] > 1) | (both["m"] > 1)]
+    if len(several):
+        first = several.index[0]
+        log(f"ground truth{where}: warning: {len(several)} keys (ImageID, LabelName, box, "
+            f"IsGroupOf) have several bbox and/or mask rows ({int(several['k'].sum())} bbox rows, "
+            f"{int(several['m'].sum())} mask rows): the official join makes "
+            f"{int((several['k'] * several['m']).sum())} ground-truth instances of them "
+            f"(k x m per key; one to one would make {int(np.maximum(several['k'], several['m']).sum())}); "
+            f"first: image {image_ids[first[1]]}, class {first[0]}, "
+            f"{int(several['k'].iloc[0])} x {int(several['m'].iloc[0])}")
+    # mask rows without an exact box row that a box row of the same image and
+    # class matches within the tolerance: coordinates differing in the last digits
+    lone_masks = np.unique(m[b < 0])
+    lone_boxes = np.unique(b[(m < 0) & (b >= 0)])
+    if lone_masks.size and lone_boxes.size:
+        near = right.iloc[lone_masks].merge(left.iloc[lone_boxes], on=["ImageID", "LabelName"],
+                                            suffixes=("_m", "_b"))
+        diff = np.zeros(len(near))
+        for c in ("XMin", "XMax", "YMin", "YMax"):
+            diff = np.maximum(diff, np.abs(near[f"{c}_m"].to_numpy() - near[f"{c}_b"].to_numpy()))
+        close = near["_m"].to_numpy()[diff <= BOX_MATCH_TOLERANCE]
+        if close.size:
+            log(f"ground truth{where}: warning: {np.unique(close).size} mask rows have no bbox row "
+                f"of exactly their box but one within {BOX_MATCH_TOLERANCE:g} (same image and "
+                "class): the official join keeps them apart (a mask-only and a box-only ground "
+                "truth); --box-join tolerant would pair them")
+
+
+def report_ground_truth_files(bbox: pd.DataFrame, masks: pd.DataFrame, labels: pd.DataFrame,
+                              paths: tuple, log: Callable[[str], None]) -> None:
+    """Warn, with counts, about repeated and conflicting rows of the
+    validation CSVs. They are scored as the official evaluator scores them
+    (every row counts), so nothing is dropped: the log says what happened.
+
+    - bbox rows repeating an earlier row (ImageID, LabelName, box, IsGroupOf):
+      each is its own ground truth (and multiplies with its masks);
+    - the same (ImageID, LabelName, box) both group-of and not;
+    - (several mask rows of one box: :func:`_report_join`; a repeated
+      MaskPath is an error of ``oidseg.raw.read_masks_csv``);
+    - image labels repeating an earlier row, or both 1 and 0 for one
+      (ImageID, LabelName): both kept (positive ones expand to ancestors,
+      negative ones to descendants).
+    """
+    _, bbox_csv, labels_csv = paths
+
+    def first_row(mask: np.ndarray) -> str:
+        k = int(np.flatnonzero(mask)[0])
+        return f"first: row {k + 1}"
+
+    box_key = ["ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax"]
+    dup = bbox.duplicated(subset=[*box_key, "IsGroupOf"]).to_numpy()
+    if dup.any():
+        log(f"ground truth: warning: {bbox_csv}: {int(dup.sum())} rows repeat an earlier row "
+            f"(ImageID, LabelName, box, IsGroupOf) ({first_row(dup)}): each counts as a ground "
+            "truth, as in the official evaluator")
+    unique_boxes = bbox.drop_duplicates(subset=[*box_key, "IsGroupOf"])
+    both = unique_boxes.duplicated(subset=box_key, keep=False).to_numpy()
+    if both.any():
+        log(f"ground truth: warning: {bbox_csv}: {int(both.sum()) // 2} boxes (ImageID, "
+            "LabelName, box) appear both with IsGroupOf 0 and 1: both kept")
+    dup = labels.duplicated(subset=["ImageID", "LabelName", "Confidence"]).to_numpy()
+    if dup.any():
+        log(f"ground truth: warning: {labels_csv}: {int(dup.sum())} rows repeat an earlier row "
+            f"({first_row(dup)}): no effect on the score")
+    pairs = labels.drop_duplicates(subset=["ImageID", "LabelName", "Confidence"])
+    conflict = pairs.duplicated(subset=["ImageID", "LabelName"], keep=False).to_numpy()
+    if conflict.any():
+        log(f"ground truth: warning: {labels_csv}: {int(conflict.sum()) // 2} (ImageID, "
+            "LabelName) have both Confidence 1 and 0: both kept, as in the official evaluator "
+            "(the 1 expands to ancestors, the 0 to descendants)")
 
 
 def _pair_masks_with_boxes(bbox: pd.DataFrame, masks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -657,13 +1006,19 @@ def load_ground_truth(
     images_dir: str | Path,
     image_ids: Sequence[str] | None = None,
     *,
+    join: str = "official",
     size_lookup: Callable | None = None,
     log: Callable[[str], None] | None = None,
 ) -> GroundTruth:
     """Read the official validation files into a (not yet expanded)
-    :class:`GroundTruth`, restricted to ``image_ids`` when given."""
+    :class:`GroundTruth`, restricted to ``image_ids`` when given. Instances:
+    the bbox and mask rows joined by ``join`` (:func:`join_rows`); the rows
+    are kept for :func:`expand_ground_truth`. Repeated and conflicting rows
+    are reported to ``log`` (:func:`report_ground_truth_files`)."""
     from oidseg import raw
 
+    if join not in JOINS:
+        raise InputError(f"unknown box/mask join {join!r} (one of {', '.join(JOINS)})")
     known = hierarchy.classes
     masks = raw.read_masks_csv(masks_csv, known)
     bbox = raw.read_bbox_csv(bbox_csv, known)
@@ -678,28 +1033,23 @@ def load_ground_truth(
         all_ids = np.concatenate([masks["ImageID"].to_numpy(object), bbox["ImageID"].to_numpy(object),
                                   labels["ImageID"].to_numpy(object)])
     image_list = np.unique(np.asarray(all_ids, dtype=str)).astype(object)
-
-    # instances: bbox rows (with their mask when paired), then unpaired mask rows
-    b_rows, m_rows = _pair_masks_with_boxes(bbox, masks)
-    mask_of_box = np.full(len(bbox), -1, dtype=np.int64)
-    mask_of_box[b_rows] = m_rows
-    unpaired = np.setdiff1d(np.arange(len(masks)), m_rows)
-    inst_ids = np.concatenate([bbox["ImageID"].to_numpy(object), masks["ImageID"].to_numpy(object)[unpaired]])
-    inst_label = np.concatenate([bbox["LabelName"].to_numpy(object),
-                                 masks["LabelName"].to_numpy(object)[unpaired]])
-    inst_box = np.concatenate([
-        bbox[["YMin", "XMin", "YMax", "XMax"]].to_numpy(np.float64),
-        masks[["BoxYMin", "BoxXMin", "BoxYMax", "BoxXMax"]].to_numpy(np.float64)[unpaired],
-    ]).reshape(-1, 4)
-    inst_group = np.concatenate([bbox["IsGroupOf"].to_numpy() == 1, np.zeros(len(unpaired), bool)])
-    inst_mask_row = np.concatenate([mask_of_box, unpaired])
+    if log:
+        report_ground_truth_files(bbox, masks, labels, (masks_csv, bbox_csv, labels_csv), log)
 
     index = pd.Index(image_list)
-    inst_image = index.get_indexer(pd.Index(inst_ids))
+    rows = AnnotationRows(
+        box_image=index.get_indexer(pd.Index(bbox["ImageID"].to_numpy(object))).astype(np.int64),
+        box_label=bbox["LabelName"].to_numpy(object),
+        box_coords=bbox[["XMin", "XMax", "YMin", "YMax"]].to_numpy(np.float64).reshape(-1, 4),
+        box_group_of=bbox["IsGroupOf"].to_numpy() == 1,
+        mask_image=index.get_indexer(pd.Index(masks["ImageID"].to_numpy(object))).astype(np.int64),
+        mask_label=masks["LabelName"].to_numpy(object),
+        mask_coords=masks[["BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax"]].to_numpy(np.float64).reshape(-1, 4),
+        mask_rle=[None] * len(masks), join=join)
     label_image = index.get_indexer(pd.Index(labels["ImageID"].to_numpy(object)))
 
     # image sizes (JPEG headers) of every image with annotations
-    annotated = np.unique(np.concatenate([inst_image, label_image])).astype(np.int64)
+    annotated = np.unique(np.concatenate([rows.box_image, rows.mask_image, label_image])).astype(np.int64)
     heights = np.zeros(len(image_list), dtype=np.int64)
     widths = np.zeros(len(image_list), dtype=np.int64)
     if annotated.size:
@@ -707,30 +1057,31 @@ def load_ground_truth(
         w, h = lookup(list(image_list[annotated]))
         widths[annotated], heights[annotated] = w, h
     if log:
-        log(f"ground truth: {len(image_list)} images, {len(inst_ids)} boxes/masks "
-            f"({int((inst_mask_row >= 0).sum())} with a mask), {len(labels)} image labels")
+        log(f"ground truth: {len(image_list)} images, {len(bbox)} bbox rows, {len(masks)} mask "
+            f"rows, {len(labels)} image labels")
 
-    # masks: PNG -> nearest resize to the image size -> RLE
-    inst_rle: list = [None] * len(inst_ids)
+    # masks: PNG -> nearest resize to the image size -> RLE, once per mask row
     source = MaskSource(mask_paths)
     try:
         names = masks["MaskPath"].to_numpy(object)
-        with_mask = np.flatnonzero(inst_mask_row >= 0)
-        for done, i in enumerate(with_mask, start=1):
-            name = names[inst_mask_row[i]]
-            pos = inst_image[i]
-            inst_rle[i] = load_mask_rle(source.read(name), name, int(heights[pos]), int(widths[pos]))
-            if log and done % 20000 == 0:
-                log(f"ground truth: {done}/{len(with_mask)} masks decoded")
+        for k in range(len(masks)):
+            pos = rows.mask_image[k]
+            rows.mask_rle[k] = load_mask_rle(source.read(names[k]), names[k],
+                                             int(heights[pos]), int(widths[pos]))
+            if log and (k + 1) % 20000 == 0:
+                log(f"ground truth: {k + 1}/{len(masks)} masks decoded")
     finally:
         source.close()
+    b, m = join_rows(rows, image_list, log=log, what="(files)")
+    inst_image, inst_label, inst_box, inst_group, inst_rle = rows.instances(b, m)
     return GroundTruth(
         image_ids=image_list, heights=heights, widths=widths,
-        inst_image=inst_image.astype(np.int64), inst_label=inst_label.astype(object),
+        inst_image=inst_image, inst_label=inst_label,
         inst_box=inst_box, inst_group_of=inst_group, inst_rle=inst_rle,
         label_image=label_image.astype(np.int64),
         label_name=labels["LabelName"].to_numpy(object),
         label_confidence=labels["Confidence"].to_numpy(np.int8),
+        rows=rows,
     )
 
 

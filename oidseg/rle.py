@@ -26,7 +26,7 @@ no more memory than the largest legal mask string.
 from __future__ import annotations
 
 import zlib
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -34,6 +34,11 @@ import numpy as np
 #: 67,108,864 pixels (8192 x 8192). Keeps every total exact in pycocotools'
 #: uint32 runs and bounds the memory one mask string may take (about 75 MB).
 MAX_IMAGE_PIXELS = 1 << 26
+
+#: characters of RLE text checked per numpy pass: one mask longer than this is
+#: inflated and checked piece by piece (:func:`inflate_chunks`,
+#: :class:`RunCounter`), shorter ones in batches of about this size
+CHUNK_CHARS = 1 << 18
 
 #: characters of one number: 7 x 5 bits hold every run and every difference
 #: of runs of a mask below 2**32 pixels
@@ -90,6 +95,157 @@ def inflate_bounded(data: bytes, max_length: int) -> bytes:
     return out
 
 
+def inflate_chunks(data: bytes, max_length: int, chunk: int = CHUNK_CHARS) -> Iterator[bytes]:
+    """zlib-decompress ``data`` piece by piece: pieces of at most ``chunk``
+    bytes, at most ``max_length`` bytes in all.
+
+    Raises ``ValueError`` (the messages of :func:`inflate_bounded`) on bad or
+    truncated zlib data and as soon as the output passes ``max_length``;
+    never holds more than one piece. Bytes after the end of the zlib stream
+    are ignored.
+    """
+    inflater = zlib.decompressobj()
+    produced = 0
+    pending = data
+    while True:
+        try:
+            out = inflater.decompress(pending, chunk)
+        except zlib.error as exc:
+            raise ValueError(f"EncodedMask is not valid zlib data ({exc})") from exc
+        produced += len(out)
+        if produced > max_length:
+            raise ValueError(
+                f"EncodedMask inflates to more than {max_length} bytes, longer than any "
+                "COCO RLE of a mask of the declared ImageHeight x ImageWidth"
+            )
+        if out:
+            yield out
+        if inflater.eof:
+            return
+        pending = inflater.unconsumed_tail
+        if not pending and not out:
+            raise ValueError("EncodedMask is not valid zlib data (truncated stream)")
+
+
+def _values(groups: np.ndarray, ends: np.ndarray, nchars: np.ndarray) -> np.ndarray:
+    """The numbers whose last 5-bit group is at ``ends`` (``nchars`` groups
+    each, at most :data:`MAX_NUMBER_CHARS`): the last group is signed (bit
+    0x10 the sign), the earlier ones unsigned digits, least significant first."""
+    values = ((groups[ends] << np.uint8(3)).view(np.int8) >> np.int8(3)).astype(np.int64)
+    multi = np.flatnonzero(nchars > 1)
+    if multi.size:
+        k_last = nchars[multi] - 1
+        starts = ends[multi] - k_last
+        low = np.zeros(multi.size, dtype=np.int64)
+        for k in range(MAX_NUMBER_CHARS - 1):
+            sel = np.flatnonzero(k_last > k)
+            if sel.size == 0:
+                break
+            low[sel] |= (groups[starts[sel] + k] & np.uint8(0x1F)).astype(np.int64) << (5 * k)
+        values[multi] = (values[multi] << (5 * k_last)) + low
+    return values
+
+
+class RunCounter:
+    """:func:`parse_runs` of ONE string that arrives in pieces (``feed``),
+    in memory bounded by the piece: a few numpy arrays of the piece's length
+    (about 60 bytes per character), nothing kept between pieces but the
+    last two runs, the count of numbers and an incomplete number (at most
+    :data:`MAX_NUMBER_CHARS` - 1 characters).
+
+    ``limit`` (the mask's pixel count): a run longer than that stops the
+    count (``too_long`` is set to that run): the mask cannot fit, and every
+    run kept stays below ``limit``, so no sum can overflow.
+    After :meth:`finish`, ``problem`` is ``OK`` or a :data:`PROBLEMS` code
+    and ``total`` the exact sum of the runs (when ``problem`` is ``OK`` and
+    ``too_long`` is 0). A string with several problems reports the first
+    one met, piece by piece (:func:`parse_runs` ranks them instead).
+    """
+
+    def __init__(self, limit: int):
+        self.limit = int(limit)
+        self.problem = OK
+        self.too_long = 0
+        self.total = 0
+        self._numbers = 0
+        self._tail = b""
+        self._last = [0, 0]  # last run at an even / odd position (0 before any)
+
+    @property
+    def stopped(self) -> bool:
+        return self.problem != OK or self.too_long > 0
+
+    def feed(self, data: bytes) -> bool:
+        """Parse the next piece; False once the string is known to be bad."""
+        if self.stopped:
+            return False
+        buf = self._tail + data if self._tail else data
+        groups = np.frombuffer(buf, dtype=np.uint8) - np.uint8(48)
+        top = int(groups.max()) if groups.size else 0
+        if top > 63:
+            self.problem = BAD_SYNTAX
+            return False
+        # the last group of a number has no "more" bit (0x20)
+        ends = np.arange(groups.size) if top < 32 else np.flatnonzero(groups < 32)
+        if ends.size == 0:
+            self._tail = bytes(buf)
+            if len(self._tail) >= MAX_NUMBER_CHARS:
+                self.problem = BAD_NUMBER
+            return not self.stopped
+        self._tail = bytes(buf[int(ends[-1]) + 1:])
+        if len(self._tail) >= MAX_NUMBER_CHARS:
+            self.problem = BAD_NUMBER
+            return False
+        if ends.size == int(ends[-1]) + 1:  # every character a number (all runs short)
+            values = ((groups[: ends.size] << np.uint8(3)).view(np.int8) >> np.int8(3)).astype(np.int64)
+        else:
+            nchars = np.diff(ends, prepend=-1)
+            if int(nchars.max()) > MAX_NUMBER_CHARS:
+                self.problem = BAD_NUMBER
+                return False
+            values = _values(groups, ends, nchars)
+        # runs: c0, c1, c2 as written, c[i] = x[i] + c[i - 2] from i = 3 on: a
+        # running sum along each parity chain, carried over from the last piece
+        first = self._numbers == 0
+        if first and values[0] < 0:
+            self.problem = BAD_RUN
+            return False
+        even = self._numbers & 1  # values[even::2] are at even positions
+        runs = np.empty_like(values)
+        last = list(self._last)
+        for parity, offset in ((0, even), (1, 1 - even)):
+            chain = values[offset::2]
+            if chain.size == 0:
+                continue
+            if first and parity == 0:
+                chain = chain.copy()
+                chain[0] = 0  # c0 is on no chain
+            sums = np.cumsum(chain)  # contiguous: much faster than into a strided view
+            sums += last[parity]
+            runs[offset::2] = sums
+            last[parity] = int(sums[-1])
+        if first:
+            runs[0] = values[0]
+        if values.size > first and int(runs[int(first):].min()) < 1:
+            self.problem = BAD_RUN
+            return False
+        longest = int(runs.max())
+        if longest > self.limit:
+            self.too_long = longest
+            return False
+        self._last = last
+        self.total += int(runs.sum())
+        self._numbers += values.size
+        return True
+
+    def finish(self) -> "RunCounter":
+        """End of the string: an empty string or one cut inside a number is
+        ``BAD_SYNTAX``."""
+        if not self.stopped and (self._tail or self._numbers == 0):
+            self.problem = BAD_SYNTAX
+        return self
+
+
 def parse_runs(counts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """Check COCO compressed-RLE strings and sum their runs.
 
@@ -136,20 +292,7 @@ def parse_runs(counts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
         rest = np.flatnonzero(problems == OK)
         totals[rest], problems[rest] = parse_runs([counts[i] for i in rest])
         return totals, problems
-    # the last group is a signed 5-bit number (bit 0x10 the sign), the earlier
-    # ones unsigned 5-bit digits, least significant first
-    values = ((groups[ends] << np.uint8(3)).view(np.int8) >> np.int8(3)).astype(np.int64)
-    multi = np.flatnonzero(nchars > 1)
-    if multi.size:
-        k_last = nchars[multi] - 1
-        starts = ends[multi] - k_last
-        low = np.zeros(multi.size, dtype=np.int64)
-        for k in range(MAX_NUMBER_CHARS - 1):
-            sel = np.flatnonzero(k_last > k)
-            if sel.size == 0:
-                break
-            low[sel] |= (groups[starts[sel] + k] & np.uint8(0x1F)).astype(np.int64) << (5 * k)
-        values[multi] = (values[multi] << (5 * k_last)) + low
+    values = _values(groups, ends, nchars)
     has = per_string > 0
     first = (np.cumsum(per_string) - per_string)[has]
     # runs: c0, c1, c2 as written; c[i] = x[i] + c[i - 2] from i = 3 on, so

@@ -1,12 +1,12 @@
 """Check a Kaggle instance-segmentation submission before it is uploaded.
 
 What is valid is decided by :mod:`oidseg.validity`, the module the scorer
-(``oidseg.metric.read_submission``) uses too. On top of that, the validator
-checks the submission against the image list: every row's ImageID is listed,
-every listed image appears (checked at the end), and, when the true image
-sizes are given, each row declares its image's true ImageWidth x
-ImageHeight. It stops at the first bad row, named by its row number (the
-header is row 1) and ImageID.
+(``oidseg.metric.read_submission``) uses too: the same row rules, the same
+image-list rule (every row's ImageID is listed, every listed image appears),
+the same declared-size rule when the true sizes are known. Only the
+validator's own option differs: with ``sizes`` (``--image-sizes``) every
+listed image must have a true size. It stops at the first bad row, named by
+its row number (the header is row 1) and ImageID.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from oidseg.errors import InputError, load_pickle
-from oidseg.kaggle import read_image_list
-from oidseg.validity import iter_submission, row_predictions, where
+from oidseg.validity import ImageList, iter_submission, row_predictions
 
 
 @dataclass(frozen=True)
@@ -78,32 +77,21 @@ def validate_submission(
     listed image must have one and every row must declare it.
     """
     submission = Path(submission)
-    ids = read_image_list(image_list)
-    list_row = {image_id: row for row, image_id in enumerate(ids, start=2)}
+    images = ImageList.read(image_list)
     if sizes is not None:
-        unsized = next((i for i in ids if i not in sizes), None)
+        unsized = next((i for i in images.ids if i not in sizes), None)
         if unsized is not None:
-            raise InputError(
-                f"{image_list}: row {list_row[unsized]} / {unsized}: no true image size given"
-            )
-    seen: set[str] = set()
+            raise InputError(f"{image_list}: row {images.rows[unsized]} / {unsized}: "
+                             "no true image size given")
     with_predictions = predictions = 0
     labels_used: set[str] = set()
-    for row in iter_submission(submission, sizes):
-        if row.image_id not in list_row:
-            raise InputError(f"{where(submission, row)}: ImageID not in the image list {image_list}")
-        seen.add(row.image_id)
+    for row in iter_submission(submission, sizes, images):
         checked = row_predictions(submission, row, classes)
         if len(checked):
             with_predictions += 1
             predictions += len(checked)
             labels_used.update(checked.labels)
-    if len(seen) != len(ids):
-        missing = next(i for i in ids if i not in seen)
-        raise InputError(
-            f"{submission}: ImageID {missing} (row {list_row[missing]} of {image_list}) "
-            f"is missing; {len(ids) - len(seen)} listed images are missing"
-        )
+    ids = images.ids
     return SubmissionSummary(
         images=len(ids),
         images_with_predictions=with_predictions,

@@ -11,32 +11,54 @@ the same way:
 - rows are numbered like lines of the file (the header is row 1); blank
   lines (such as a trailing one) are skipped but keep their numbers;
 - bytes that are not UTF-8 are reported with their row and byte offset;
-- every row has 4 fields (CSV quoting allowed), a non-empty ImageID seen
-  only once, and ImageWidth / ImageHeight made of ASCII digits, positive,
-  with ImageWidth x ImageHeight <= :data:`oidseg.rle.MAX_IMAGE_PIXELS`;
-  when the true image sizes are known (the validator's ``--image-sizes``)
-  the declared size must be the true one;
+- every row has 4 fields (CSV quoting allowed; a row with more says how
+  many), an ImageID of letters, digits, ``_`` and ``-`` (no whitespace)
+  seen only once, and ImageWidth / ImageHeight made of ASCII digits,
+  positive, with ImageWidth x ImageHeight <= :data:`oidseg.rle.MAX_IMAGE_PIXELS`;
+- the ImageIDs are exactly those of the image list (:class:`ImageList`: the
+  validator's ``--image-list``; the scorer's ``--image-ids``, or else the
+  images of the ground-truth files): an unlisted row and a listed image
+  without a row are errors;
+- when the true image sizes are known (the validator's ``--image-sizes``;
+  the scorer's ground-truth image sizes) the declared size must be the true
+  one (the scorer's ``--resize-masks`` lifts this for the scorer only);
 - a PredictionString is ``LabelName Confidence EncodedMask`` triples: the
   label one of the run's classes, the confidence an ASCII decimal number in
   [0, 1], the mask base64 of zlib data (inflated only up to the longest RLE
   string of an ImageHeight x ImageWidth mask) of a COCO compressed RLE with
   no negative run whose runs sum to ImageHeight x ImageWidth.
 
+Memory: the masks of a row are checked one after the other, never the whole
+row at once: masks whose RLE is shorter than :data:`oidseg.rle.CHUNK_CHARS`
+characters in batches of about that many characters, a longer one inflated
+and parsed piece by piece (:func:`oidseg.rle.inflate_chunks`,
+:class:`oidseg.rle.RunCounter`), so checking costs
+about 60 x CHUNK_CHARS bytes (15 MB) whatever the declared size
+(``bench/bench_metric_memory.py``). With ``measure=True`` (the scorer), a
+mask's area and tight box are computed by pycocotools from its whole RLE
+string: at most about 5 bytes per character of the longest mask.
+
 Messages read ``<file>: row <n> / <ImageID>: <problem>``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AbstractSet, Iterator
+from typing import AbstractSet, Iterator, Sequence
 
 import numpy as np
 
 from oidseg.errors import InputError
-from oidseg.kaggle import ShardRow, decode_mask, iter_shard
-from oidseg.rle import MAX_IMAGE_PIXELS, OK, PROBLEMS, parse_runs
+from oidseg.kaggle import IMAGE_ID, ShardRow, iter_shard, read_image_list
+from oidseg.rle import (
+    CHUNK_CHARS, MAX_IMAGE_PIXELS, OK, PROBLEMS, RunCounter, inflate_chunks, parse_runs,
+    rle_length_bound,
+)
 
 #: a Confidence: ASCII decimal notation (``float`` alone would also take
 #: ``'٠.٥'``, ``'1_0'``, ``' 0.5'``, ``'nan'``)
@@ -51,14 +73,42 @@ class PredictionError(ValueError):
 
 @dataclass(frozen=True)
 class Predictions:
-    """A checked PredictionString."""
+    """A checked PredictionString. With ``measure=True`` also each mask's
+    zlib data (as submitted, base64-decoded), RLE length, area and tight box
+    ``[x, y, w, h]`` (pycocotools ``area`` / ``toBbox``)."""
 
     labels: list[str]
     scores: np.ndarray  #: float64
-    counts: list[bytes]  #: COCO compressed-RLE strings of ImageHeight x ImageWidth masks
+    masks: list[bytes] = field(default_factory=list)
+    lengths: np.ndarray | None = None  #: int64, characters of each RLE string
+    areas: np.ndarray | None = None  #: int64
+    boxes: np.ndarray | None = None  #: float64 [n, 4]
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """The images a submission must have, each exactly once.
+
+    ``source`` names the list in messages (a file, or a description such as
+    the ground truth); ``rows`` gives each ImageID's row in that file."""
+
+    ids: Sequence[str]
+    source: str
+    rows: dict[str, int] | None = None
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ImageList":
+        """A CSV with an ``ImageID`` column (:func:`oidseg.kaggle.read_image_list`)."""
+        ids = read_image_list(path)
+        return cls(ids=ids, source=str(path), rows={i: r for r, i in enumerate(ids, start=2)})
+
+    def where(self, image_id: str) -> str:
+        if self.rows is not None and image_id in self.rows:
+            return f"row {self.rows[image_id]} of {self.source}"
+        return f"in the image list {self.source}"
 
 
 def where(path: str | Path, row: ShardRow) -> str:
@@ -66,22 +116,35 @@ def where(path: str | Path, row: ShardRow) -> str:
 
 
 def iter_submission(
-    path: str | Path, sizes: dict[str, tuple[int, int]] | None = None
+    path: str | Path,
+    sizes: dict[str, tuple[int, int]] | None = None,
+    images: ImageList | None = None,
 ) -> Iterator[ShardRow]:
     """Rows of a submission CSV, with the file-level checks of this module.
 
     ``sizes`` (ImageID -> (width, height)), when given, holds the true image
     sizes: a row of a listed image must declare exactly that size.
+    ``images``, when given, is the image list: every row's ImageID must be
+    in it, and once the rows are exhausted every listed image must have
+    appeared (the missing ones are reported then).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: submission file is missing")
+    listed = None if images is None else set(images.ids)
     seen: dict[str, int] = {}
     for row in iter_shard(path):
         here = where(path, row)
+        if not IMAGE_ID.fullmatch(row.image_id):
+            raise InputError(
+                f"{path}: row {row.row}: ImageID {row.image_id!r} is not an ImageID "
+                "(ASCII letters, digits, '_' and '-' only; no spaces)"
+            )
         first = seen.setdefault(row.image_id, row.row)
         if first != row.row:
             raise InputError(f"{here}: duplicate ImageID (first at row {first})")
+        if listed is not None and row.image_id not in listed:
+            raise InputError(f"{here}: ImageID not in the image list {images.source}")
         if row.width * row.height > MAX_IMAGE_PIXELS:
             raise InputError(
                 f"{here}: ImageWidth x ImageHeight = {row.width} x {row.height} is more than "
@@ -95,13 +158,121 @@ def iter_submission(
                     f"{row.height}, but the image is {true_w} x {true_h}"
                 )
         yield row
+    if listed is not None and len(seen) != len(listed):
+        missing = next(i for i in images.ids if i not in seen)
+        raise InputError(
+            f"{path}: ImageID {missing} ({images.where(missing)}) is missing; "
+            f"{len(listed) - len(seen)} listed images are missing"
+        )
+
+
+class _MaskChecker:
+    """The masks of one PredictionString, in order, in bounded memory."""
+
+    def __init__(self, labels: list[str], height: int, width: int, measure: bool):
+        self.labels, self.height, self.width = labels, height, width
+        self.expected = height * width
+        self.bound = rle_length_bound(self.expected)
+        self.measure = measure
+        n = len(labels)
+        self.masks: list[bytes] = []
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.areas = np.zeros(n, dtype=np.int64) if measure else None
+        self.boxes = np.zeros((n, 4), dtype=np.float64) if measure else None
+        self._batch: list[bytes] = []
+        self._batch_start = 0
+        self._batch_chars = 0
+
+    def fail(self, t: int, problem: str) -> PredictionError:
+        return PredictionError(f"prediction {t + 1} ({self.labels[t]}): {problem}")
+
+    def size_problem(self, total: int) -> str:
+        return (f"mask covers {total} pixels, expected ImageHeight x ImageWidth = "
+                f"{self.height} x {self.width} = {self.expected}")
+
+    def check(self, t: int, encoded: str) -> None:
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            self.flush()
+            raise self.fail(t, f"EncodedMask is not valid base64 ({exc})") from None
+        if self.measure:
+            self.masks.append(data)
+        pieces = inflate_chunks(data, self.bound)
+        try:
+            first = next(pieces, b"")
+            second = next(pieces, None)
+        except ValueError as exc:
+            self.flush()
+            raise self.fail(t, str(exc)) from None
+        if second is None:  # short: checked with the batch
+            if self._batch_chars + len(first) > CHUNK_CHARS:
+                self.flush()
+            if not self._batch:
+                self._batch_start = t
+            self._batch.append(first)
+            self._batch_chars += len(first)
+            return
+        self.flush()  # long: piece by piece (never the whole string)
+        counter = RunCounter(self.expected)
+        length = 0
+        try:
+            for piece in (first, second):
+                length += len(piece)
+                counter.feed(piece)
+            for piece in pieces:
+                length += len(piece)
+                if not counter.feed(piece):
+                    break
+        except ValueError as exc:
+            raise self.fail(t, str(exc)) from None
+        counter.finish()
+        if counter.problem != OK:
+            raise self.fail(t, PROBLEMS[counter.problem])
+        if counter.too_long:
+            raise self.fail(t, f"mask covers more than {self.expected} pixels (a run of "
+                               f"{counter.too_long}), expected ImageHeight x ImageWidth = "
+                               f"{self.height} x {self.width}")
+        if counter.total != self.expected:
+            raise self.fail(t, self.size_problem(counter.total))
+        self.lengths[t] = length
+        if self.measure:  # pycocotools needs the whole string: ~5 bytes per character
+            self._measure(t, [zlib.decompressobj().decompress(data)])
+
+    def flush(self) -> None:
+        """Check the batch of short masks (and measure them)."""
+        if not self._batch:
+            return
+        batch, start = self._batch, self._batch_start
+        self._batch, self._batch_chars = [], 0
+        totals, problems = parse_runs(batch)
+        bad = np.flatnonzero((problems != OK) | (totals != self.expected))
+        if bad.size:
+            k = int(bad[0])
+            if problems[k] != OK:
+                raise self.fail(start + k, PROBLEMS[int(problems[k])])
+            raise self.fail(start + k, self.size_problem(int(totals[k])))
+        self.lengths[start:start + len(batch)] = [len(c) for c in batch]
+        if self.measure:
+            self._measure(start, batch)
+
+    def _measure(self, start: int, counts: list[bytes]) -> None:
+        from pycocotools import mask as mask_utils
+
+        rles = [{"size": [self.height, self.width], "counts": c} for c in counts]
+        for lo in range(0, len(rles), 255):  # pycocotools' area: at most 255 per call
+            part = rles[lo:lo + 255]
+            self.areas[start + lo:start + lo + len(part)] = mask_utils.area(part)
+        self.boxes[start:start + len(rles)] = np.asarray(mask_utils.toBbox(rles)).reshape(-1, 4)
 
 
 def parse_predictions(
-    text: str, width: int, height: int, classes: AbstractSet[str]
+    text: str, width: int, height: int, classes: AbstractSet[str], *, measure: bool = False
 ) -> Predictions:
     """Check one PredictionString of an ImageHeight x ImageWidth image;
-    :class:`PredictionError` names the first bad prediction."""
+    :class:`PredictionError` names the first bad prediction (labels and
+    confidences are checked before the masks). ``measure``: also return the
+    masks' zlib data, areas and tight boxes (the scorer)."""
     parts = text.split()
     if len(parts) % 3:
         raise PredictionError(
@@ -109,6 +280,7 @@ def parse_predictions(
             "(LabelName Confidence EncodedMask)"
         )
     labels, score_texts, encoded = parts[0::3], parts[1::3], parts[2::3]
+    del parts
     if not classes.issuperset(labels):
         t = next(t for t, label in enumerate(labels) if label not in classes)
         raise PredictionError(
@@ -127,32 +299,22 @@ def parse_predictions(
         raise PredictionError(
             f"prediction {t + 1} ({labels[t]}): Confidence {score_texts[t]} outside [0, 1]"
         )
-    counts: list[bytes] = []
-    for t, text in enumerate(encoded):
-        try:
-            counts.append(decode_mask(text, height, width))
-        except ValueError as exc:
-            raise PredictionError(f"prediction {t + 1} ({labels[t]}): {exc}") from None
-    if counts:
-        totals, problems = parse_runs(counts)
-        expected = width * height
-        bad = np.flatnonzero((problems != OK) | (totals != expected))
-        if bad.size:
-            t = int(bad[0])
-            name = f"prediction {t + 1} ({labels[t]})"
-            if problems[t] != OK:
-                raise PredictionError(f"{name}: {PROBLEMS[int(problems[t])]}")
-            raise PredictionError(
-                f"{name}: mask covers {totals[t]} pixels, expected "
-                f"ImageHeight x ImageWidth = {height} x {width} = {expected}"
-            )
-    return Predictions(labels=labels, scores=scores, counts=counts)
+    checker = _MaskChecker(labels, height, width, measure)
+    for t, mask in enumerate(encoded):
+        checker.check(t, mask)
+    checker.flush()
+    if not measure:
+        return Predictions(labels=labels, scores=scores)
+    return Predictions(labels=labels, scores=scores, masks=checker.masks,
+                       lengths=checker.lengths, areas=checker.areas, boxes=checker.boxes)
 
 
-def row_predictions(path: str | Path, row: ShardRow, classes: AbstractSet[str]) -> Predictions:
+def row_predictions(
+    path: str | Path, row: ShardRow, classes: AbstractSet[str], *, measure: bool = False
+) -> Predictions:
     """:func:`parse_predictions` of a row; :class:`InputError` names the file,
     row and ImageID."""
     try:
-        return parse_predictions(row.predictions, row.width, row.height, classes)
+        return parse_predictions(row.predictions, row.width, row.height, classes, measure=measure)
     except PredictionError as exc:
         raise InputError(f"{where(path, row)}: {exc}") from None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from oidseg import metric  # noqa: E402
+from oidseg import metric, validity  # noqa: E402
 from oidseg.visualize import write_pr_curves  # noqa: E402
 from oidseg.errors import atomic_write_text, run_cli  # noqa: E402
 from oidseg.hierarchy import Hierarchy, load_hierarchy  # noqa: E402
@@ -32,7 +32,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     metric.add_ground_truth_arguments(parser)
     parser.add_argument("--images", required=True, help="folder of {ImageID}.jpg (sizes from headers)")
     parser.add_argument("--image-ids", default=None,
-                        help="CSV with an ImageID column: evaluate only these images")
+                        help="CSV with an ImageID column: evaluate only these images (the "
+                        "submission must have exactly these rows; without it, exactly the "
+                        "images of the ground-truth files)")
+    parser.add_argument("--box-join", choices=metric.JOINS, default="official",
+                        help="how bbox rows and mask rows become ground truth: 'official' "
+                        "(the metric: the TF evaluator's exact outer merge, k x m instances "
+                        "per key) or 'tolerant' (one to one within 1e-5; not the metric)")
+    parser.add_argument("--resize-masks", action="store_true",
+                        help="accept rows whose declared size is not the image's size and "
+                        "resize their masks (nearest) to it; such a file is not a valid "
+                        "submission (validate_submission rejects it)")
     parser.add_argument("--name", default=None, help="name recorded in the JSON (default: submission stem)")
     parser.add_argument("--out-json", required=True)
     parser.add_argument("--out-csv", required=True)
@@ -88,18 +98,18 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     log = metric.stderr_log
     hierarchy = load_hierarchy(args.hierarchy, args.classes)
-    image_ids = None
-    if args.image_ids:
-        from oidseg import raw
-
-        image_ids = raw.read_image_list(args.image_ids)["ImageID"].tolist()
+    images = validity.ImageList.read(args.image_ids) if args.image_ids else None
     gt = metric.load_ground_truth(args.masks_csv, args.bbox_csv, args.labels_csv, hierarchy,
-                                  args.masks, args.images, image_ids, log=log)
-    gt = metric.expand_ground_truth(gt, hierarchy)
-    detections = metric.read_submission(args.submission, gt, hierarchy.classes, log=log)
+                                  args.masks, args.images, images and list(images.ids),
+                                  join=args.box_join, log=log)
+    gt = metric.expand_ground_truth(gt, hierarchy, log=log)
+    detections = metric.read_submission(args.submission, gt, hierarchy.classes, images=images,
+                                        resize=args.resize_masks, log=log)
     result = metric.evaluate(gt, detections, hierarchy.classes, log=log)
     name = args.name or Path(args.submission).stem
     summary = summarize(result, hierarchy, name, str(args.submission))
+    summary["box_join"] = args.box_join  # "official" unless asked: then not the metric
+    summary["resize_masks"] = bool(args.resize_masks)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     json_text = json.dumps(summary, indent=1, allow_nan=False) + "\n"
     csv_text = per_class_csv(summary)
@@ -123,7 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{name}: mAP {fmt(summary['mAP'])} over {summary['num_classes_scored']} classes | "
           f"leaf mAP {fmt(summary['leaf_mAP'])} ({summary['num_leaf_classes_scored']}) | "
           f"parent mAP {fmt(summary['parent_mAP'])} ({summary['num_parent_classes_scored']}) | "
-          f"{summary['num_images']} images, {summary['seconds']} s")
+          f"{summary['num_images']} images, {summary['seconds']} s"
+          + ("" if args.box_join == "official" else f" ({args.box_join} box/mask join: not the "
+             "official metric)"))
 
 
 if __name__ == "__main__":

@@ -370,9 +370,12 @@ def write_dataset(folder: Path, *, zipped: bool) -> dict:
     return {"hierarchy": hierarchy, "classes": classes, "masks": mask_args, "images": images}
 
 
-def write_submission(path: Path, detections: dict[str, list[tuple[str, float, np.ndarray]]]) -> None:
+def write_submission(path: Path, detections: dict[str, list[tuple[str, float, np.ndarray]]],
+                     images=None) -> None:
     lines = ["ImageID,ImageWidth,ImageHeight,PredictionString"]
     for image, (w, h) in IMAGES.items():
+        if images is not None and image not in images:
+            continue
         triples = " ".join(f"{label} {s:.6f} {kaggle_mask(m)}" for label, s, m in detections.get(image, []))
         lines.append(f"{image},{w},{h},{triples}")
     path.write_text("\n".join(lines) + "\n")
@@ -441,8 +444,10 @@ def test_evaluate_script_imperfect_and_restricted(tmp_path, hierarchy):
     assert per_class[L3]["AP"] == pytest.approx(2 / 3)
     assert summary["leaf_mAP"] == pytest.approx((3 + 2 / 3) / 4)
     # held-out list without image 1b: the FP is gone, L2/L4 lose their only GT
+    # (the submission has exactly the listed images, as the validator requires)
     ids = tmp_path / "heldout.csv"
     ids.write_text("ImageID\n0a0000000000000a\n2c0000000000000c\n")
+    write_submission(submission, dets, images={"0a0000000000000a", "2c0000000000000c"})
     load_script().main(cli_args(data, tmp_path, submission, "--image-ids", str(ids)))
     summary = json.loads((tmp_path / "out" / "x.json").read_text())
     per_class = {row["LabelName"]: row for row in summary["per_class"]}
@@ -468,8 +473,12 @@ def test_evaluate_script_resizes_masks_of_another_declared_size(tmp_path, hierar
         lines.append(f"{image},{w // 2},{h // 2},{' '.join(triples)}")
     submission = tmp_path / "half.csv"
     submission.write_text("\n".join(lines) + "\n")
-    load_script().main(cli_args(data, tmp_path, submission))
+    load_script().main(cli_args(data, tmp_path, submission, "--resize-masks"))
     assert json.loads((tmp_path / "out" / "x.json").read_text())["mAP"] == pytest.approx(1.0)
+    # without --resize-masks it is not a valid submission, as for the validator
+    (tmp_path / "out" / "x.json").unlink()
+    assert run_cli(load_script().main, cli_args(data, tmp_path, submission)) == 2
+    assert not (tmp_path / "out" / "x.json").exists()
 
 
 def test_evaluate_script_bad_inputs_exit_2_without_output(tmp_path, hierarchy, capsys):
@@ -581,35 +590,145 @@ def test_submission_mask_of_another_size_resized_at_pixel_centres(tmp_path, hier
     sub = tmp_path / "sub.csv"
     sub.write_text(f"ImageID,ImageWidth,ImageHeight,PredictionString\n"
                    f"{image},2,2,{L3} 0.9 {kaggle_mask(CORNER_2X2)}\n")
-    dets = metric.read_submission(sub, gt, CLASSES)
-    assert metric.mask_utils.decode(dets.rle[0]).tolist() == BLOCK_3X3.tolist()
+    with pytest.raises(InputError, match=r"row 2 / 3d0000000000000d: declared size .* = 2 x 2, "
+                                         r"but the image is 3 x 3"):
+        metric.read_submission(sub, gt, CLASSES)
+    dets = metric.read_submission(sub, gt, CLASSES, resize=True)
+    assert metric.mask_utils.decode(metric.unpack_rle(dets.rle[0])).tolist() == BLOCK_3X3.tolist()
     result = metric.evaluate(metric.expand_ground_truth(gt, hierarchy), dets, CLASSES)
     assert ap_of(result, L3) == 1.0
 
 
-def test_two_masks_of_one_box_pair_with_two_box_rows(tmp_path, hierarchy):
+# --------------------------------------------------------------------------- the box/mask join (issue 18 item 10)
+
+
+def _load_gt_join(args, join: str, log=None) -> metric.GroundTruth:
+    *positional, lookup = args
+    return metric.load_ground_truth(*positional, size_lookup=lookup, join=join, log=log)
+
+
+@pytest.mark.parametrize("join, expected", [("official", 5 / 12), ("tolerant", 5 / 6)])
+def test_identical_boxes_join_k_by_m(tmp_path, hierarchy, join, expected):
     # Image 10 x 10; two L3 objects annotated with the SAME box (the whole
     # image): two bbox rows and two mask rows with equal coordinates. Masks:
-    # m0 = left half (cols 0-4), m1 = right half (cols 5-9).
-    # One-to-one pairing: 2 GT with masks, no box-only GT. Detections:
-    #   d1 0.9 cols 0-4: IoU(m0) = 1 -> TP
-    #   d2 0.8 cols 0-5: IoU(m0) = 50/60, IoU(m1) = 10/100; best m0 is taken -> FP
-    #   d3 0.7 cols 5-9: IoU(m1) = 1 -> TP
-    # ranked TP FP TP: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1; envelope
-    # 1, 2/3, 2/3 -> AP = 1/2 * 1 + 1/2 * 2/3 = 5/6 = 0.8333.
-    # (Pairing only the first mask row made the second bbox row a box-only GT:
-    # d2's tight box (cols 0-5) has box IoU 0.6 with it -> ignored -> AP 1.0.)
+    # m0 = left half (cols 0-4), m1 = right half (cols 5-9). Detections:
+    #   d1 0.9 cols 0-4, d2 0.8 cols 0-5 (IoU 50/60 with m0, 10/100 with m1),
+    #   d3 0.7 cols 5-9.
+    # official (merge_boxes_and_masks: pandas outer merge, 2 x 2 rows under
+    # one key): 4 instances (b0,m0) (b0,m1) (b1,m0) (b1,m1) -> masks m0 m1 m0
+    # m1, num_gt 4. d1: IoU 1 with both m0 copies, argmax the first -> TP.
+    # d2: best m0 (first copy) taken -> FP. d3: best m1 (first copy) -> TP.
+    # Ranked TP FP TP: precision 1, 1/2, 2/3 at recall 1/4, 1/4, 2/4; envelope
+    # 1, 2/3, 2/3 -> AP = 1/4 * 1 + 1/4 * 2/3 = 5/12 = 0.4167.
+    # tolerant (one to one): 2 instances m0, m1, num_gt 2; same TP FP TP at
+    # recall 1/2, 1/2, 1 -> AP = 1/2 * 1 + 1/2 * 2/3 = 5/6.
     image = "3d0000000000000d"
     masks = [(L3, "b1", rect(0, 10, 0, 5), 0.0, 1.0, 0.0, 1.0),
              (L3, "b2", rect(0, 10, 5, 10), 0.0, 1.0, 0.0, 1.0)]
     boxes = [(L3, 0.0, 1.0, 0.0, 1.0, 0), (L3, 0.0, 1.0, 0.0, 1.0, 0)]
     args = write_small_gt(tmp_path, image, (10, 10), masks, boxes)
-    gt = _load_gt(args)
-    assert len(gt.inst_rle) == 2 and all(r is not None for r in gt.inst_rle)
-    result = metric.evaluate(metric.expand_ground_truth(gt, hierarchy), make_dets([
+    log: list[str] = []
+    gt = metric.expand_ground_truth(_load_gt_join(args, join, log.append), hierarchy)
+    assert len(gt.inst_rle) == (4 if join == "official" else 2)
+    assert all(r is not None for r in gt.inst_rle)
+    result = metric.evaluate(gt, make_dets([
         (image, L3, 0.9, rect(0, 10, 0, 5)), (image, L3, 0.8, rect(0, 10, 0, 6)),
         (image, L3, 0.7, rect(0, 10, 5, 10))]), CLASSES)
-    assert ap_of(result, L3) == pytest.approx(5 / 6, abs=1e-12)
+    assert int(result.num_gt[CLASSES.index(L3)]) == (4 if join == "official" else 2)
+    assert ap_of(result, L3) == pytest.approx(expected, abs=1e-12)
+    if join == "official":  # the report says what the join did, with counts
+        assert any("1 keys (ImageID, LabelName, box, IsGroupOf) have several bbox and/or mask "
+                   "rows (2 bbox rows, 2 mask rows): the official join makes 4" in line
+                   for line in log), log
+
+
+@pytest.mark.parametrize("mask_xmax, join, expected", [
+    ("0.5", "official", 0.5),         # same text: joined
+    ("0.50", "official", 0.5),        # other text, same parsed float: joined
+    ("0.50000001", "official", 1.0),  # last digits differ: NOT joined (exact floats)
+    ("0.50000001", "tolerant", 0.5),  # within 1e-5: paired
+])
+def test_last_digit_coordinates_are_not_joined(tmp_path, hierarchy, mask_xmax, join, expected):
+    # Image 10 x 10, one L3 object: mask M = cols 0-4 (50 px), bbox row XMax
+    # 0.5, mask row BoxXMax as given. Detections: dB 0.95 = columns 0 and 4
+    # only (20 px inside M: mask IoU 20/50 = 0.4; its tight box is M's box),
+    # dA 0.9 = M.
+    # Joined (one instance with box and mask, num_gt 1): dB FP (IoU 0.4), dA
+    # TP -> precision 0, 1/2 at recall 0, 1 -> AP 0.5.
+    # Not joined (official on unequal floats): a mask-only ground truth M
+    # (counted, num_gt 1) and a box-only ground truth [0, 0, 1, 0.5]. dB: no
+    # mask match; box IoU 1 with the box-only ground truth -> ignored (first
+    # hit). dA: TP -> AP 1.0.
+    image = "3d0000000000000d"
+    masks = [(L3, "b1", rect(0, 10, 0, 5), 0.0, mask_xmax, 0.0, 1.0)]
+    boxes = [(L3, 0.0, 0.5, 0.0, 1.0, 0)]
+    args = write_small_gt(tmp_path, image, (10, 10), masks, boxes)
+    log: list[str] = []
+    gt = metric.expand_ground_truth(_load_gt_join(args, join, log.append), hierarchy)
+    frame = np.zeros((10, 10), np.uint8)
+    frame[:, [0, 4]] = 1
+    result = metric.evaluate(gt, make_dets([(image, L3, 0.95, frame),
+                                            (image, L3, 0.9, rect(0, 10, 0, 5))]), CLASSES)
+    assert int(result.num_gt[CLASSES.index(L3)]) == 1
+    assert ap_of(result, L3) == pytest.approx(expected)
+    near = [line for line in log if "within 1e-05" in line]
+    assert bool(near) == (expected == 1.0), log
+
+
+def test_join_follows_the_hierarchy_expansion(tmp_path, hierarchy):
+    # L1 and L2 (both under P, under G) annotated with the same box in one
+    # image, each with its mask: m1 = cols 0-4, m2 = cols 5-9. The official
+    # evaluator expands the bbox CSV and the masks CSV first, then merges: the
+    # key (P, box) has 2 bbox rows and 2 mask rows -> 4 instances of P (and
+    # of G); L1 and L2 one each. A perfect submission for P (m1, m2):
+    # num_gt(P) = 4, 2 TP at recall 1/4, 2/4 -> AP(P) = 1/2 (1.0 if joined
+    # before the expansion).
+    image = "3d0000000000000d"
+    masks = [(L1, "b1", rect(0, 10, 0, 5), 0.0, 1.0, 0.0, 1.0),
+             (L2, "b2", rect(0, 10, 5, 10), 0.0, 1.0, 0.0, 1.0)]
+    boxes = [(L1, 0.0, 1.0, 0.0, 1.0, 0), (L2, 0.0, 1.0, 0.0, 1.0, 0)]
+    args = write_small_gt(tmp_path, image, (10, 10), masks, boxes)
+    gt = metric.expand_ground_truth(_load_gt_join(args, "official"), hierarchy)
+    counts = {c: int((gt.inst_label == c).sum()) for c in (L1, L2, P, G)}
+    assert counts == {L1: 1, L2: 1, P: 4, G: 4}
+    result = metric.evaluate(gt, make_dets([(image, P, 0.9, rect(0, 10, 0, 5)),
+                                            (image, P, 0.8, rect(0, 10, 5, 10))]), CLASSES)
+    assert ap_of(result, P) == pytest.approx(0.5)
+
+
+def test_repeated_and_conflicting_ground_truth_rows_are_reported(tmp_path, hierarchy, capsys):
+    # masks CSV: a second mask file (b6, a copy of b5) for the L3 box of 2c
+    # (a repeated MaskPath is an error of the reader); bbox CSV: that box
+    # twice and a repeated box-only row; labels: L1 both 1 and 0, twice.
+    # Scored as the official code does: the key (L3, box) has 2 bbox rows x 2
+    # mask rows = 4 instances of the same mask -> num_gt 4; one perfect
+    # detection: TP at recall 1/4 -> AP 0.25. The log counts each case.
+    data = write_dataset(tmp_path, zipped=False)
+    masks_csv, bbox_csv, labels_csv = (tmp_path / n for n in ("masks.csv", "bbox.csv", "labels.csv"))
+    mask_lines = masks_csv.read_text().splitlines()
+    l3 = next(line for line in mask_lines if "2c0000000000000c" in line)
+    png = Path(data["masks"][0]) / l3.split(",")[0]
+    (png.parent / png.name.replace("_b5", "_b6")).write_bytes(png.read_bytes())
+    masks_csv.write_text("\n".join([*mask_lines, l3.replace("b5", "b6")]) + "\n")
+    bbox_lines = bbox_csv.read_text().splitlines()
+    l3_box = next(line for line in bbox_lines if line.startswith("2c0000000000000c"))
+    bbox_csv.write_text("\n".join([*bbox_lines, l3_box, bbox_lines[-2]]) + "\n")
+    labels_csv.write_text(labels_csv.read_text() + "0a0000000000000a,/m/l1,0\n"
+                          "0a0000000000000a,/m/l1,0\n")
+    dets = perfect_detections(hierarchy)
+    submission = tmp_path / "sub.csv"
+    write_submission(submission, dets)
+    load_script().main(cli_args(data, tmp_path, submission))
+    err = capsys.readouterr().err
+    assert "bbox.csv: 2 rows repeat an earlier row (ImageID, LabelName, box, IsGroupOf)" in err
+    assert "labels.csv: 1 rows repeat an earlier row" in err
+    assert "labels.csv: 1 (ImageID, LabelName) have both Confidence 1 and 0" in err
+    assert "the official join makes 4 ground-truth instances" in err
+    per_class = {r["LabelName"]: r for r in json.loads((tmp_path / "out" / "x.json").read_text())["per_class"]}
+    # L3: the 0a mask (1 GT) + 4 copies of the 2c mask = 5 GT; the two perfect
+    # detections (0a, 2c) are TP at recall 1/5, 2/5 -> AP 0.4
+    assert per_class[L3]["num_gt"] == 5
+    assert per_class[L3]["AP"] == pytest.approx(0.4)
 
 
 def test_pairing_is_greedy_one_to_one_closest_first():

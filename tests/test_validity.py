@@ -21,9 +21,11 @@ from pycocotools import mask as mask_utils
 from oidseg import metric
 from oidseg.errors import InputError, run_cli
 from oidseg.kaggle import HEADER, encode_mask, iter_shard, rle_totals
-from oidseg.rle import BAD_RUN, BAD_SYNTAX, OK, parse_runs, rle_length_bound
+from oidseg.rle import (
+    BAD_RUN, BAD_SYNTAX, CHUNK_CHARS, OK, RunCounter, inflate_chunks, parse_runs, rle_length_bound,
+)
 from oidseg.submission import validate_submission
-from oidseg.validity import parse_predictions
+from oidseg.validity import ImageList, parse_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = {"/m/a", "/m/b"}
@@ -98,11 +100,15 @@ def good_rows() -> list[str]:
     return [f"img1,8,6,/m/a 0.9 {box(6, 8)}", "img2,5,3,", f"img3,4,7,/m/b 1.0 {box(7, 4)}"]
 
 
-def both_verdicts(sub: Path, image_list: Path) -> tuple[str | None, str | None]:
-    """(validator error, scorer error), None where the file is accepted."""
+def both_verdicts(sub: Path, image_list: Path, sizes: dict | None = None) -> tuple[str | None, str | None]:
+    """(validator error, scorer error), None where the file is accepted. The
+    scorer reads the same image list (its ``--image-ids``) and knows the true
+    sizes (its ground truth); the validator knows them only with ``sizes``
+    (its ``--image-sizes``)."""
     out: list[str | None] = []
-    for check in (lambda: validate_submission(sub, image_list, CLASSES),
-                  lambda: metric.read_submission(sub, gt_of(SIZES), CLASSES)):
+    for check in (lambda: validate_submission(sub, image_list, CLASSES, sizes),
+                  lambda: metric.read_submission(sub, gt_of(SIZES), CLASSES,
+                                                 images=ImageList.read(image_list))):
         try:
             check()
             out.append(None)
@@ -293,3 +299,153 @@ def test_non_utf8_image_list_is_a_clear_error(tmp_path, image_list):
     with pytest.raises(InputError, match=r"list.csv: image list is not UTF-8 text: byte 0xe9 "
                                          r"at byte offset 16 \(line 3\)"):
         validate_submission(sub, image_list, CLASSES)
+
+
+# --------------------------------------------------------------------------- issue 18 item 9: one verdict
+
+
+AGREEMENT_CASES = {
+    # (rows, sizes known to the validator, expected message part)
+    "missing image": (lambda r: [r[0], r[2]], None,
+                      r"s.csv: ImageID img2 (row 3 of {list}) is missing; 1 listed images are missing"),
+    "extra image": (lambda r: [*r, "img4,4,4,"], None,
+                    "row 5 / img4: ImageID not in the image list {list}"),
+    "leading space": (lambda r: [r[0], " img2,5,3,", r[2]], None,
+                      "row 3: ImageID ' img2' is not an ImageID (ASCII letters, digits"),
+    "trailing space": (lambda r: [r[0], "img2 ,5,3,", r[2]], None,
+                       "row 3: ImageID 'img2 ' is not an ImageID"),
+    "declared size": (lambda r: [r[0], "img2,3,5,", r[2]], SIZES,
+                      "row 3 / img2: declared size ImageWidth x ImageHeight = 3 x 5, but the "
+                      "image is 5 x 3"),
+    "extra field": (lambda r: [r[0], r[1], r[2] + ",0.5"], None,
+                    "row 4 / img3: 5 fields, expected 4 (ImageID,ImageWidth,ImageHeight,"
+                    "PredictionString)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AGREEMENT_CASES))
+def test_validator_and_scorer_reject_the_same_files(tmp_path, image_list, case):
+    # before: the scorer scored files with a missing or an extra image or a
+    # spaced ImageID (ignoring that row), and any declared size (resizing);
+    # an extra field was reported as "EncodedMask is not valid base64"
+    rows, sizes, expected = AGREEMENT_CASES[case]
+    sub = write(tmp_path / "s.csv", rows(good_rows()))
+    validator, scorer = both_verdicts(sub, image_list, sizes)
+    assert validator == scorer, (validator, scorer)
+    assert expected.format(list=image_list) in validator
+
+
+def test_scorer_without_image_list_takes_the_ground_truth_images(tmp_path, image_list):
+    sub = write(tmp_path / "s.csv", [good_rows()[0], good_rows()[2]])
+    with pytest.raises(InputError, match=r"ImageID img2 \(in the image list of the ground truth\) "
+                                         r"is missing"):
+        metric.read_submission(sub, gt_of(SIZES), CLASSES)
+    sub = write(tmp_path / "s.csv", [*good_rows(), "img9,4,4,"])
+    with pytest.raises(InputError, match="row 5 / img9: ImageID not in the image list of the "
+                                         "ground truth"):
+        metric.read_submission(sub, gt_of(SIZES), CLASSES)
+
+
+def test_image_list_with_a_spaced_id_is_an_error(tmp_path, image_list):
+    # the list used to be stripped: ' img2' in the list matched 'img2' rows
+    sub = write(tmp_path / "s.csv", good_rows())
+    image_list.write_text("ImageID\nimg1\n img2\nimg3\n")
+    with pytest.raises(InputError, match=r"list.csv: row 3: ImageID ' img2' is not an ImageID"):
+        validate_submission(sub, image_list, CLASSES)
+
+
+# --------------------------------------------------------------------------- issue 18 item 2: memory
+
+
+def test_run_counter_matches_parse_runs_piece_by_piece():
+    rng = np.random.default_rng(0)
+    for trial in range(600):
+        h, w = rng.integers(1, 40, 2)
+        counts = counts_of(rng.random((h, w)) < rng.random())
+        if trial % 3 == 0:
+            counts = coco_string([int(x) for x in rng.integers(-3, 200, rng.integers(0, 12))])
+        if trial % 7 == 0 and counts:
+            counts = counts[:rng.integers(0, len(counts))]
+        totals, problems = parse_runs([counts])
+        for piece in (1, 2, 3, 7, 1000):
+            counter = RunCounter(1 << 40)
+            for k in range(0, len(counts), piece):
+                if not counter.feed(counts[k:k + piece]):
+                    break
+            counter.finish()
+            assert (counter.problem == OK) == (problems[0] == OK), (counts, piece)
+            if counter.problem == OK:
+                assert counter.total == totals[0]
+    # a run longer than the limit stops the count (no total can overflow)
+    counter = RunCounter(10)
+    assert not counter.feed(coco_string([3, 50, 2]))
+    assert counter.too_long == 50
+
+
+def test_inflate_chunks_never_yields_more_than_a_piece():
+    data = zlib.compress(b"0" * (5 * CHUNK_CHARS + 17), 9)
+    pieces = list(inflate_chunks(data, 6 * CHUNK_CHARS))
+    assert max(map(len, pieces)) <= CHUNK_CHARS and sum(map(len, pieces)) == 5 * CHUNK_CHARS + 17
+    with pytest.raises(ValueError, match="inflates to more than"):
+        list(inflate_chunks(data, 2 * CHUNK_CHARS))
+
+
+MEMORY_CHILD = r"""
+import base64, resource, sys, zlib
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from oidseg import metric
+from oidseg.submission import validate_submission
+from oidseg.validity import ImageList
+
+folder, side = Path(sys.argv[2]), 4096
+pixels = side * side
+z = zlib.compressobj(9)
+parts, rest = [z.compress(b"111")], pixels - 3
+while rest > 0:
+    parts.append(z.compress(b"0" * min(rest, 1 << 20)))
+    rest -= min(rest, 1 << 20)
+data = b"".join(parts) + z.flush()
+mask = base64.b64encode(data).decode()  # all runs 1: a 16.7M-character RLE
+sub = folder / "s.csv"
+sub.write_text("ImageID,ImageWidth,ImageHeight,PredictionString\n"
+               f"img1,{side},{side},/m/a 0.9 {mask} /m/a 0.8 {mask}\n")
+(folder / "list.csv").write_text("ImageID\nimg1\n")
+square = np.zeros((side, side), np.uint8)
+square[:100, :100] = 1
+gt = metric.GroundTruth(
+    image_ids=np.asarray(["img1"], object), heights=np.asarray([side]), widths=np.asarray([side]),
+    inst_image=np.zeros(1, np.int64), inst_label=np.asarray(["/m/a"], object),
+    inst_box=np.asarray([[0, 0, 100 / side, 100 / side]]), inst_group_of=np.zeros(1, bool),
+    inst_rle=[metric.encode_mask(square)], label_image=np.zeros(1, np.int64),
+    label_name=np.asarray(["/m/a"], object), label_confidence=np.ones(1, np.int8), expanded=True)
+del square, data
+
+def limit(extra_mb):
+    vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (vm + (extra_mb << 20), resource.RLIM_INFINITY))
+
+limit(160)  # the row's masks take 2 x 16.7M characters inflated
+assert validate_submission(sub, folder / "list.csv", {"/m/a"}).predictions == 2
+limit(400)  # the scorer holds one mask's RLE (~5 bytes per character) at a time
+dets = metric.read_submission(sub, gt, ["/m/a"], images=ImageList.read(folder / "list.csv"))
+result = metric.evaluate(gt, dets, ["/m/a"])
+assert dets.area.tolist() == [pixels // 2] * 2 and result.num_scored.tolist() == [2]
+print("ok")
+"""
+
+
+def test_adversarial_masks_are_checked_in_bounded_memory(tmp_path):
+    # two 4096 x 4096 masks whose runs are all 1 (about 22 KB of CSV each):
+    # the code before parsed a whole row at once at ~57 bytes per RLE
+    # character (1.9 GB here); now the validator stays within 160 MB and the
+    # scorer within 400 MB above what the process had mapped, in a child
+    # process under RLIMIT_AS (a MemoryError fails the test, never swapping)
+    import subprocess
+    import sys
+
+    env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(ROOT), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
