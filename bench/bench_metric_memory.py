@@ -13,6 +13,8 @@ an RLE string of H x W characters, "111" then "0"s, about 1/1000 of that
 after zlib):
 
 - ``normal``: 1024 x 768, 120 ordinary masks (polygons);
+- ``8192x8192 x0``: no mask: what the scorer's ground truth alone costs at
+  that image size (its one mask PNG resized to 8192 x 8192 and encoded);
 - ``8192x8192 x1`` / ``x10``: one / ten all-runs-1 masks at 8192 x 8192
   (87 KB / 870 KB of CSV);
 - ``1024x768 x40``: forty all-runs-1 masks at 1024 x 768.
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     small = all_runs_one(768, 1024)
     cases = {
         "normal 1024x768 x120": (1024, 768, normal_masks(120, 768, 1024)),
+        "8192x8192 x0": (8192, 8192, []),  # the ground truth's own cost at that size
         "8192x8192 x1": (8192, 8192, [big]),
         "8192x8192 x10": (8192, 8192, [big] * 10),
         "1024x768 x40": (1024, 768, [small] * 40),

@@ -212,16 +212,12 @@ class GroundTruth:
 @dataclass
 class Detections:
     """Flat detections; ``rle[i]`` (an :data:`Rle` or a :class:`PackedRle`)
-    is at its image's ground-truth size. ``area`` / ``box`` (pixel
-    ``[x, y, w, h]``), when given, are the masks' areas and tight boxes
-    (computed by :func:`evaluate` otherwise)."""
+    is at its image's ground-truth size."""
 
     image_id: np.ndarray  # object
     label: np.ndarray  # object MIDs
     score: np.ndarray  # float64
     rle: list  # Rle | PackedRle
-    area: np.ndarray | None = None  # int64
-    box: np.ndarray | None = None  # float64 [n, 4]
 
     def __len__(self) -> int:
         return len(self.score)
@@ -536,31 +532,12 @@ def evaluate(
     evaluatable = np.unique(np.concatenate(
         [g_key, gt.label_image.astype(np.int64) * num_classes + l_cls]))
 
-    # detections: evaluated images and classes only, non-empty masks only
+    # detections: evaluated images and classes only (non-empty masks only: below)
     d_img = gt.image_index(detections.image_id)
     d_cls = _class_index(class_index, detections.label, "detections")
     d_key = d_img.astype(np.int64) * num_classes + d_cls
     keep = np.flatnonzero((d_img >= 0) & np.isin(d_key, evaluatable))
-    rles = [detections.rle[i] for i in keep]
-    if detections.area is not None and detections.box is not None:
-        areas, xywh = detections.area[keep], detections.box[keep]
-    else:
-        areas, xywh = measure_rles(rles)
-    nonempty = areas > 0
-    keep, rles, xywh = keep[nonempty], [r for r, ok in zip(rles, nonempty) if ok], xywh[nonempty]
     img = d_img[keep]
-    sizes = np.asarray([_rle_size(r) for r in rles], dtype=np.int64).reshape(-1, 2)
-    wrong = (sizes[:, 0] != gt.heights[img]) | (sizes[:, 1] != gt.widths[img])
-    if wrong.any():
-        k = int(np.flatnonzero(wrong)[0])
-        raise InputError(f"detections: image {gt.image_ids[img[k]]}: mask size "
-                         f"{sizes[k].tolist()} differs from the ground-truth image size "
-                         f"{[int(gt.heights[img[k]]), int(gt.widths[img[k]])]}")
-    heights = gt.heights[img].astype(np.float64)
-    widths = gt.widths[img].astype(np.float64)
-    boxes = np.stack([xywh[:, 1] / heights, xywh[:, 0] / widths,
-                      (xywh[:, 1] + xywh[:, 3]) / heights, (xywh[:, 0] + xywh[:, 2]) / widths],
-                     axis=1)
     scores = detections.score[keep].astype(np.float64)
     # group by (class, image) keeping the submission order inside a group
     group_key = d_cls[keep].astype(np.int64) * max(num_images, 1) + img
@@ -571,17 +548,40 @@ def evaluate(
 
     per_class_scores: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
     per_class_tp: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    num_evaluated = num_groups = 0
     for start, end in zip(starts, ends):
         members = order[start:end]
-        members = members[descending_order(scores[members])]
         cls, image = divmod(int(group_key[start]), max(num_images, 1))
+        det_rles = [detections.rle[i] for i in keep[members]]
+        if sum(map(_rle_length, det_rles)) <= EVAL_BATCH_CHARS:  # inflated once, measured and matched
+            det_rles = [unpack_rle(r) for r in det_rles]
+        areas, xywh = measure_rles(det_rles)
+        nonempty = areas > 0  # an empty mask has a zero box: _remove_invalid_boxes
+        if not nonempty.all():
+            members, xywh = members[nonempty], xywh[nonempty]
+            det_rles = [r for r, ok in zip(det_rles, nonempty) if ok]
+        if not len(members):
+            continue
+        height, width = int(gt.heights[image]), int(gt.widths[image])
+        wrong = next((r for r in det_rles if tuple(_rle_size(r)) != (height, width)), None)
+        if wrong is not None:
+            raise InputError(f"detections: image {gt.image_ids[image]}: mask size "
+                             f"{list(_rle_size(wrong))} differs from the ground-truth image size "
+                             f"{[height, width]}")
+        by_score = descending_order(scores[members])
+        members, xywh = members[by_score], xywh[by_score]
+        det_rles = [det_rles[k] for k in by_score]
+        boxes = np.stack([xywh[:, 1] / height, xywh[:, 0] / width,
+                          (xywh[:, 1] + xywh[:, 3]) / height, (xywh[:, 0] + xywh[:, 2]) / width],
+                         axis=1)
+        num_evaluated += len(members)
+        num_groups += 1
         key = image * num_classes + cls
         lo, hi = np.searchsorted(g_sorted_keys, [key, key + 1])
         gt_rows = g_order[lo:hi]
-        det_rles = [rles[i] for i in members]
         if gt_rows.size:
             tp, scored = match_image_class(
-                det_rles, boxes[members], [gt.inst_rle[j] for j in gt_rows],
+                det_rles, boxes, [gt.inst_rle[j] for j in gt_rows],
                 gt.inst_box[gt_rows], g_has_mask[gt_rows], gt.inst_group_of[gt_rows])
         else:  # label only: every detection is a false positive
             tp, scored = np.zeros(len(members), bool), np.ones(len(members), bool)
@@ -603,12 +603,12 @@ def evaluate(
         ap[c] = average_precision(precision, recall)
         curves_p[c], curves_r[c] = precision, recall
     if log:
-        log(f"metric: {len(detections)} detections, {len(keep)} evaluated in "
-            f"{len(starts)} (image, class) groups over {num_images} images")
+        log(f"metric: {len(detections)} detections, {num_evaluated} evaluated in "
+            f"{num_groups} (image, class) groups over {num_images} images")
     return EvaluationResult(classes=classes, average_precision=ap, num_gt=num_gt,
                             num_scored=num_scored, num_tp=num_tp, num_images=num_images,
                             extra={"num_detections": len(detections),
-                                   "num_detections_evaluated": int(len(keep))},
+                                   "num_detections_evaluated": int(num_evaluated)},
                             precision=curves_p, recall=curves_r)
 
 
@@ -638,8 +638,8 @@ def read_submission(
     (nearest at pixel centres) to the ground-truth size: that decodes each
     such mask to ImageHeight x ImageWidth bytes.
 
-    The masks are kept as they came (:class:`PackedRle`) with their areas and
-    tight boxes; memory: see :mod:`oidseg.validity`.
+    The masks are kept as they came (:class:`PackedRle`): memory about the
+    size of the input; see :mod:`oidseg.validity`.
     """
     path = Path(path)
     known = set(known_classes)
@@ -651,12 +651,12 @@ def read_submission(
     if not resize:
         sized = np.flatnonzero((gt.heights > 0) & (gt.widths > 0))
         sizes = {str(image_ids[k]): (int(gt.widths[k]), int(gt.heights[k])) for k in sized}
-    ids, labels, scores, rles, areas, boxes = [], [], [], [], [], []
+    ids, labels, scores, rles = [], [], [], []
     resized_images = num_rows = evaluated = 0
     for row in validity.iter_submission(path, sizes, images):
         num_rows += 1
         pos = position.get(row.image_id, -1)
-        checked = validity.row_predictions(path, row, known, measure=pos >= 0)
+        checked = validity.row_predictions(path, row, known, keep_masks=pos >= 0)
         if pos < 0 or not len(checked):
             continue
         evaluated += 1
@@ -664,29 +664,20 @@ def read_submission(
         gt_h, gt_w = int(gt.heights[pos]), int(gt.widths[pos])
         image_rles = [PackedRle((height, width), data, n)
                       for data, n in zip(checked.masks, checked.lengths.tolist())]
-        image_areas, image_boxes = checked.areas, checked.boxes
         if (gt_h, gt_w) != (height, width) and gt_h > 0 and gt_w > 0:
             resized_images += 1
-            image_rles = []
-            for data, n in zip(checked.masks, checked.lengths.tolist()):
-                resized = resize_rle(PackedRle((height, width), data, n).unpack(), gt_h, gt_w)
-                image_rles.append(PackedRle((gt_h, gt_w), zlib.compress(resized["counts"], 1),
-                                            len(resized["counts"])))
-            image_areas, image_boxes = measure_rles(image_rles)
+            for k, packed in enumerate(image_rles):
+                counts = resize_rle(packed.unpack(), gt_h, gt_w)["counts"]
+                image_rles[k] = PackedRle((gt_h, gt_w), zlib.compress(counts, 1), len(counts))
         ids.extend([row.image_id] * len(checked))
         labels.extend(checked.labels)
         scores.append(checked.scores)
         rles.extend(image_rles)
-        areas.append(image_areas)
-        boxes.append(image_boxes)
     if log:
         log(f"submission: {num_rows} rows, {evaluated} evaluated images with detections, "
             f"{len(rles)} detections, {resized_images} images resized to the ground-truth size")
     return Detections(image_id=np.asarray(ids, dtype=object), label=np.asarray(labels, dtype=object),
-                      score=np.concatenate(scores) if scores else np.zeros(0),
-                      rle=rles,
-                      area=np.concatenate(areas) if areas else np.zeros(0, np.int64),
-                      box=np.concatenate(boxes) if boxes else np.zeros((0, 4)))
+                      score=np.concatenate(scores) if scores else np.zeros(0), rle=rles)
 
 
 # --------------------------------------------------------------------------- ground truth

@@ -34,9 +34,9 @@ characters in batches of about that many characters, a longer one inflated
 and parsed piece by piece (:func:`oidseg.rle.inflate_chunks`,
 :class:`oidseg.rle.RunCounter`), so checking costs
 about 60 x CHUNK_CHARS bytes (15 MB) whatever the declared size
-(``bench/bench_metric_memory.py``). With ``measure=True`` (the scorer), a
-mask's area and tight box are computed by pycocotools from its whole RLE
-string: at most about 5 bytes per character of the longest mask.
+(``bench/bench_metric_memory.py``). The scorer keeps each mask's zlib data
+(``keep_masks=True``, the size of the input) and inflates it again, whole,
+only to measure and match it (``oidseg.metric``).
 
 Messages read ``<file>: row <n> / <ImageID>: <problem>``.
 """
@@ -73,16 +73,13 @@ class PredictionError(ValueError):
 
 @dataclass(frozen=True)
 class Predictions:
-    """A checked PredictionString. With ``measure=True`` also each mask's
-    zlib data (as submitted, base64-decoded), RLE length, area and tight box
-    ``[x, y, w, h]`` (pycocotools ``area`` / ``toBbox``)."""
+    """A checked PredictionString. With ``keep_masks=True`` also each mask's
+    zlib data (as submitted, base64-decoded) and RLE length."""
 
     labels: list[str]
     scores: np.ndarray  #: float64
     masks: list[bytes] = field(default_factory=list)
     lengths: np.ndarray | None = None  #: int64, characters of each RLE string
-    areas: np.ndarray | None = None  #: int64
-    boxes: np.ndarray | None = None  #: float64 [n, 4]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -169,16 +166,13 @@ def iter_submission(
 class _MaskChecker:
     """The masks of one PredictionString, in order, in bounded memory."""
 
-    def __init__(self, labels: list[str], height: int, width: int, measure: bool):
+    def __init__(self, labels: list[str], height: int, width: int, keep: bool):
         self.labels, self.height, self.width = labels, height, width
         self.expected = height * width
         self.bound = rle_length_bound(self.expected)
-        self.measure = measure
-        n = len(labels)
+        self.keep = keep
         self.masks: list[bytes] = []
-        self.lengths = np.zeros(n, dtype=np.int64)
-        self.areas = np.zeros(n, dtype=np.int64) if measure else None
-        self.boxes = np.zeros((n, 4), dtype=np.float64) if measure else None
+        self.lengths = np.zeros(len(labels), dtype=np.int64)
         self._batch: list[bytes] = []
         self._batch_start = 0
         self._batch_chars = 0
@@ -196,34 +190,30 @@ class _MaskChecker:
         except (binascii.Error, ValueError) as exc:
             self.flush()
             raise self.fail(t, f"EncodedMask is not valid base64 ({exc})") from None
-        if self.measure:
+        if self.keep:
             self.masks.append(data)
-        pieces = inflate_chunks(data, self.bound)
+        inflater = zlib.decompressobj()
         try:
-            first = next(pieces, b"")
-            second = next(pieces, None)
-        except ValueError as exc:
+            counts = inflater.decompress(data, CHUNK_CHARS)
+        except zlib.error as exc:
             self.flush()
-            raise self.fail(t, str(exc)) from None
-        if second is None:  # short: checked with the batch
-            if self._batch_chars + len(first) > CHUNK_CHARS:
+            raise self.fail(t, f"EncodedMask is not valid zlib data ({exc})") from None
+        if inflater.eof and len(counts) <= self.bound:  # short: checked with the batch
+            if self._batch_chars + len(counts) > CHUNK_CHARS:
                 self.flush()
             if not self._batch:
                 self._batch_start = t
-            self._batch.append(first)
-            self._batch_chars += len(first)
+            self._batch.append(counts)
+            self._batch_chars += len(counts)
             return
-        self.flush()  # long: piece by piece (never the whole string)
+        del counts, inflater
+        self.flush()  # long (or bad): inflated again, piece by piece, never whole
         counter = RunCounter(self.expected)
         length = 0
-        try:
-            for piece in (first, second):
+        try:  # to the end of the stream even past a bad run: zlib errors come first
+            for piece in inflate_chunks(data, self.bound):
                 length += len(piece)
                 counter.feed(piece)
-            for piece in pieces:
-                length += len(piece)
-                if not counter.feed(piece):
-                    break
         except ValueError as exc:
             raise self.fail(t, str(exc)) from None
         counter.finish()
@@ -236,11 +226,9 @@ class _MaskChecker:
         if counter.total != self.expected:
             raise self.fail(t, self.size_problem(counter.total))
         self.lengths[t] = length
-        if self.measure:  # pycocotools needs the whole string: ~5 bytes per character
-            self._measure(t, [zlib.decompressobj().decompress(data)])
 
     def flush(self) -> None:
-        """Check the batch of short masks (and measure them)."""
+        """Check the batch of short masks."""
         if not self._batch:
             return
         batch, start = self._batch, self._batch_start
@@ -253,26 +241,15 @@ class _MaskChecker:
                 raise self.fail(start + k, PROBLEMS[int(problems[k])])
             raise self.fail(start + k, self.size_problem(int(totals[k])))
         self.lengths[start:start + len(batch)] = [len(c) for c in batch]
-        if self.measure:
-            self._measure(start, batch)
-
-    def _measure(self, start: int, counts: list[bytes]) -> None:
-        from pycocotools import mask as mask_utils
-
-        rles = [{"size": [self.height, self.width], "counts": c} for c in counts]
-        for lo in range(0, len(rles), 255):  # pycocotools' area: at most 255 per call
-            part = rles[lo:lo + 255]
-            self.areas[start + lo:start + lo + len(part)] = mask_utils.area(part)
-        self.boxes[start:start + len(rles)] = np.asarray(mask_utils.toBbox(rles)).reshape(-1, 4)
 
 
 def parse_predictions(
-    text: str, width: int, height: int, classes: AbstractSet[str], *, measure: bool = False
+    text: str, width: int, height: int, classes: AbstractSet[str], *, keep_masks: bool = False
 ) -> Predictions:
     """Check one PredictionString of an ImageHeight x ImageWidth image;
     :class:`PredictionError` names the first bad prediction (labels and
-    confidences are checked before the masks). ``measure``: also return the
-    masks' zlib data, areas and tight boxes (the scorer)."""
+    confidences are checked before the masks). ``keep_masks``: also return
+    the masks' zlib data and RLE lengths (the scorer)."""
     parts = text.split()
     if len(parts) % 3:
         raise PredictionError(
@@ -299,22 +276,22 @@ def parse_predictions(
         raise PredictionError(
             f"prediction {t + 1} ({labels[t]}): Confidence {score_texts[t]} outside [0, 1]"
         )
-    checker = _MaskChecker(labels, height, width, measure)
+    checker = _MaskChecker(labels, height, width, keep_masks)
     for t, mask in enumerate(encoded):
         checker.check(t, mask)
     checker.flush()
-    if not measure:
+    if not keep_masks:
         return Predictions(labels=labels, scores=scores)
-    return Predictions(labels=labels, scores=scores, masks=checker.masks,
-                       lengths=checker.lengths, areas=checker.areas, boxes=checker.boxes)
+    return Predictions(labels=labels, scores=scores, masks=checker.masks, lengths=checker.lengths)
 
 
 def row_predictions(
-    path: str | Path, row: ShardRow, classes: AbstractSet[str], *, measure: bool = False
+    path: str | Path, row: ShardRow, classes: AbstractSet[str], *, keep_masks: bool = False
 ) -> Predictions:
     """:func:`parse_predictions` of a row; :class:`InputError` names the file,
     row and ImageID."""
     try:
-        return parse_predictions(row.predictions, row.width, row.height, classes, measure=measure)
+        return parse_predictions(row.predictions, row.width, row.height, classes,
+                                 keep_masks=keep_masks)
     except PredictionError as exc:
         raise InputError(f"{where(path, row)}: {exc}") from None

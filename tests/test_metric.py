@@ -502,6 +502,12 @@ def test_evaluate_script_bad_inputs_exit_2_without_output(tmp_path, hierarchy, c
                           f"0a0000000000000a,40,30,/m/l1 0.5 {kaggle_mask(rect(0, 5, 0, 5, (20, 20)))}\n")
     assert run_cli(script.main, cli_args(data, tmp_path, submission)) == 2
     assert "covers 400 pixels" in capsys.readouterr().err
+    # a listed image without a row (issue 18: the scorer used to score it as
+    # an image without detections; the validator rejects it)
+    write_submission(submission, perfect_detections(hierarchy), images={"0a0000000000000a"})
+    assert run_cli(script.main, cli_args(data, tmp_path, submission)) == 2
+    assert "ImageID 1b0000000000000b (in the image list of the ground truth) is missing" in \
+        capsys.readouterr().err
     # a mask PNG missing from the archives
     next(Path(data["masks"][0]).glob("1b*.png")).unlink()
     write_submission(submission, perfect_detections(hierarchy))

@@ -136,6 +136,13 @@ BAD_CASES = {
     ),
     "bad size": ([0, 1], "img3,0,7,", r"row 4 / img3: ImageWidth '0' is not a positive integer"),
     "three fields": ([0, 1], "img3,4,7", r"row 4 / img3: 3 fields, expected 4"),
+    # issue 18: an extra field used to read "EncodedMask is not valid base64"
+    "five fields": (
+        [0, 1],
+        f"img3,4,7,/m/b 0.5 {encoded(7, 4)},x",
+        r"row 4 / img3: 5 fields, expected 4 \(ImageID,ImageWidth,ImageHeight,PredictionString\)",
+    ),
+    "spaced ImageID": ([0, 2], " img2,5,3,", r"row 4: ImageID ' img2' is not an ImageID"),
 }
 
 
