@@ -19,6 +19,7 @@ include: "rules/infer.smk"
 include: "rules/postprocess.smk"
 include: "rules/evaluate.smk"
 include: "rules/visualize.smk"
+include: "rules/predict.smk"
 
 
 report: "report/workflow.rst"

@@ -8,7 +8,9 @@ its own colour (:func:`class_colours`); a mask is blended into the image at
 score of a prediction) is written at the object's top-left corner. Group-of
 and box-only ground truth are dashed boxes.
 
-Figures are matplotlib grids of panels (:func:`plot_grid`); the held-out
+:func:`render_image` draws the same on one image at its own size (the PNG
+per image of ``predict``). Figures are matplotlib grids of panels
+(:func:`plot_grid`); the held-out
 figure alternates ground truth and submission panels, the test figure has
 submission panels only (``scripts/visualize.py``). :func:`write_pr_curves` /
 :func:`read_pr_curves` carry the scorer's per-class precision/recall arrays to
@@ -241,37 +243,92 @@ def _mask_box(mask: np.ndarray) -> tuple[float, float]:
     return float(xs.min()), float(ys.min())
 
 
-def _draw_panel(ax, panel: Panel, colours: dict, names: dict[str, str]) -> None:
-    from matplotlib.patches import Rectangle
+@dataclass
+class Label:
+    """A text label at an object's top-left corner (pixels)."""
 
-    ax.imshow(draw_masks(panel.image, panel.instances, colours), interpolation="nearest")
-    # one label per (corner, score): the hierarchy copies of a mask share theirs
-    labels: dict[tuple, list] = {}
-    for inst in panel.instances:
-        rgb = np.asarray(colours[inst.label]) / 255.0
+    x: float
+    y: float
+    text: str
+    rgb: tuple[float, float, float]  # 0..1
+    inside: bool  # at the image's top edge: drawn just inside the object
+
+
+def instance_labels(instances: Sequence[Instance], colours: dict, names: dict[str, str],
+                    image_height: int) -> tuple[list[Label], list[Instance]]:
+    """One label per (corner, score): the hierarchy copies of a mask share
+    theirs ("Car / Land vehicle 0.91"); and the dashed boxes to draw
+    (group-of and box-only ground truth)."""
+    grouped: dict[tuple, list] = {}
+    boxes = []
+    for inst in instances:
+        rgb = tuple(float(c) / 255.0 for c in colours[inst.label])
         text = names.get(inst.label) or inst.label
         if inst.box is not None:
-            x0, y0, x1, y1 = inst.box
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=rgb,
-                                   linestyle="--", linewidth=1.2))
+            boxes.append(inst)
             text += " (group)" if inst.group_of else ("" if inst.mask is not None else " (box)")
-            anchor = (x0, y0)
+            anchor = (inst.box[0], inst.box[1])
         elif inst.mask is not None and inst.mask.any():
             anchor = _mask_box(inst.mask)
         else:
             continue
         key = (round(anchor[0], 1), round(anchor[1], 1), inst.score)
-        labels.setdefault(key, [rgb, []])[1].append(text)
-    for (x, y, score), (rgb, texts) in labels.items():
+        grouped.setdefault(key, [rgb, []])[1].append(text)
+    labels = []
+    for (x, y, score), (rgb, texts) in grouped.items():
         text = " / ".join(dict.fromkeys(texts)) + ("" if score is None else f" {score:.2f}")
+        labels.append(Label(x, y, text, rgb, y < 0.06 * image_height))
+    return labels, boxes
+
+
+def _draw_panel(ax, panel: Panel, colours: dict, names: dict[str, str]) -> None:
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(draw_masks(panel.image, panel.instances, colours), interpolation="nearest")
+    labels, boxes = instance_labels(panel.instances, colours, names, panel.image.shape[0])
+    for inst in boxes:
+        x0, y0, x1, y1 = inst.box
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
+                               edgecolor=np.asarray(colours[inst.label]) / 255.0,
+                               linestyle="--", linewidth=1.2))
+    for label in labels:
         # above the object, or just inside it at the image's top edge
-        inside = y < 0.06 * panel.image.shape[0]
-        ax.text(x, y, text, fontsize=5.5, color="white", va="top" if inside else "bottom",
-                ha="left", clip_on=True,
-                bbox={"facecolor": rgb, "alpha": 0.8, "pad": 0.8, "linewidth": 0})
+        ax.text(label.x, label.y, label.text, fontsize=5.5, color="white",
+                va="top" if label.inside else "bottom", ha="left", clip_on=True,
+                bbox={"facecolor": label.rgb, "alpha": 0.8, "pad": 0.8, "linewidth": 0})
     ax.set_title(panel.title, fontsize=7)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def render_image(image: np.ndarray, instances: Sequence[Instance], colours: dict,
+                 names: dict[str, str]) -> np.ndarray:
+    """``image`` (uint8 RGB) at its own size with the masks drawn as in the
+    figures (:func:`draw_masks`) and each label (class names and score,
+    :func:`instance_labels`) in a box of the class colour: what ``predict``
+    writes per image."""
+    out = draw_masks(image, instances, colours)
+    height, width = out.shape[:2]
+    labels, boxes = instance_labels(instances, colours, names, height)
+    thickness = max(1, round(max(height, width) / 800))
+    for inst in boxes:
+        x0, y0, x1, y1 = (int(round(v)) for v in inst.box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), tuple(int(c) for c in colours[inst.label]), thickness)
+    scale = max(0.35, max(height, width) / 1600)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for label in labels:
+        (tw, th), base = cv2.getTextSize(label.text, font, scale, thickness)
+        pad = max(1, thickness)
+        x = int(min(max(0, label.x), max(0, width - tw - 2 * pad)))
+        top = int(label.y) if label.inside else int(label.y) - th - base - 2 * pad
+        top = min(max(0, top), max(0, height - th - base - 2 * pad))
+        box = (x, top), (x + tw + 2 * pad, top + th + base + 2 * pad)
+        fill = tuple(int(round(255 * c)) for c in label.rgb)
+        region = out[box[0][1]:box[1][1], box[0][0]:box[1][0]]
+        region[...] = blend(region, fill, 0.8)
+        cv2.putText(out, label.text, (x + pad, top + pad + th), font, scale, (255, 255, 255), thickness,
+                    cv2.LINE_AA)
+    return out
 
 
 def plot_grid(panels: Sequence[Panel | None], ncols: int, out: str | Path, *,

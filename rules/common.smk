@@ -57,7 +57,7 @@ wildcard_constraints:
     model="|".join(config["models"]),
     stage="[123]",
     shard=r"\d\d",
-    split="test|val",
+    split="test|val|predict",
     ensemble="|".join([*ENSEMBLES, *config["models"]]),
     mask_split="train|validation|v5test",
     list_kind="leaf|leaf_oversampled|parent",
@@ -196,6 +196,8 @@ def is_single_model(ensemble):
 def image_list_pickle(split, shard):
     if split == "val":
         return f"{ANN}/val_images.pkl"
+    if split == "predict":  # the user's images (rules/predict.smk)
+        return f"results/predict/lists/{shard}.pkl"
     return f"{ANN}/test_shards/{shard}.pkl"
 
 

@@ -8,6 +8,8 @@ rule infer:
         configs=model_config_files,
         images=lambda w: image_list_pickle(w.split, w.shard),
         ready=images_ready(),
+        # predict: the user's images of the shard (rules/predict.smk)
+        files=lambda w: predict_shard_inputs(w) if w.split == "predict" else [],
     output:
         "results/inference/{ensemble}/{split}/{shard}.pkl",
     log:
