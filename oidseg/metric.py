@@ -77,11 +77,12 @@ merge's keys by first appearance instead; only such exact ties could differ.)
 Option (not the metric): ``join="tolerant"`` (``scripts/evaluate.py
 --box-join tolerant``) pairs a mask row with a bbox row of the same image
 and label whose coordinates agree within :data:`BOX_MATCH_TOLERANCE`, one to
-one, closest first, whatever IsGroupOf: what the official code's own comment
-calls the stable replacement of its exact-float join. It shows how much a
+one, closest first, whatever IsGroupOf (the official code's own comment
+calls its exact-float join unstable and announces a merge on ImageID and
+LabelName filtered by IoU instead). It shows how much a
 file's last-digit differences or duplicated boxes move the score; the
-ground-truth report (:func:`report_annotation_rows`, in the scorer's log)
-counts both.
+ground-truth report in the scorer's log (:func:`report_ground_truth_files`,
+:func:`_report_join`) counts both.
 
 Memory: a submitted mask is kept as its zlib data (:class:`PackedRle`, the
 size of the input) and inflated only while it is measured or matched, in
@@ -140,13 +141,13 @@ class PackedRle:
     __slots__ = ("size", "data", "length")
 
     def __init__(self, size: tuple[int, int], data: bytes, length: int):
-        self.size = (int(size[0]), int(size[1]))
+        self.size = size  # (h, w): one tuple shared by an image's masks
         self.data = data
-        self.length = int(length)
+        self.length = length
 
     def unpack(self) -> Rle:
-        # a decompressobj ignores bytes after the stream, as the check did
-        return {"size": list(self.size), "counts": zlib.decompressobj().decompress(self.data)}
+        # zlib.decompress ignores bytes after the stream, as the check did
+        return {"size": list(self.size), "counts": zlib.decompress(self.data)}
 
 
 def unpack_rle(rle) -> Rle:
@@ -164,9 +165,12 @@ def _rle_length(rle) -> int:
 def rle_batches(rles: Sequence, budget: int = EVAL_BATCH_CHARS) -> Iterable[slice]:
     """Consecutive slices of ``rles`` of at most ``budget`` RLE characters
     (a longer mask alone)."""
-    lengths = np.fromiter((_rle_length(r) for r in rles), dtype=np.int64, count=len(rles))
+    lengths = [_rle_length(r) for r in rles]
+    if sum(lengths) <= budget:
+        yield slice(0, len(rles))
+        return
     start, used = 0, 0
-    for k, n in enumerate(lengths.tolist()):
+    for k, n in enumerate(lengths):
         if k > start and used + n > budget:
             yield slice(start, k)
             start, used = k, 0
@@ -532,12 +536,28 @@ def evaluate(
     evaluatable = np.unique(np.concatenate(
         [g_key, gt.label_image.astype(np.int64) * num_classes + l_cls]))
 
-    # detections: evaluated images and classes only (non-empty masks only: below)
+    # detections: evaluated images and classes only, non-empty masks only
     d_img = gt.image_index(detections.image_id)
     d_cls = _class_index(class_index, detections.label, "detections")
     d_key = d_img.astype(np.int64) * num_classes + d_cls
     keep = np.flatnonzero((d_img >= 0) & np.isin(d_key, evaluatable))
+    rles = [detections.rle[i] for i in keep]
+    areas, xywh = measure_rles(rles)  # inflated in bounded batches
+    nonempty = areas > 0  # an empty mask has a zero box: _remove_invalid_boxes
+    keep, rles, xywh = keep[nonempty], [r for r, ok in zip(rles, nonempty) if ok], xywh[nonempty]
     img = d_img[keep]
+    sizes = np.asarray([_rle_size(r) for r in rles], dtype=np.int64).reshape(-1, 2)
+    wrong = (sizes[:, 0] != gt.heights[img]) | (sizes[:, 1] != gt.widths[img])
+    if wrong.any():
+        k = int(np.flatnonzero(wrong)[0])
+        raise InputError(f"detections: image {gt.image_ids[img[k]]}: mask size "
+                         f"{sizes[k].tolist()} differs from the ground-truth image size "
+                         f"{[int(gt.heights[img[k]]), int(gt.widths[img[k]])]}")
+    heights = gt.heights[img].astype(np.float64)
+    widths = gt.widths[img].astype(np.float64)
+    boxes = np.stack([xywh[:, 1] / heights, xywh[:, 0] / widths,
+                      (xywh[:, 1] + xywh[:, 3]) / heights, (xywh[:, 0] + xywh[:, 2]) / widths],
+                     axis=1)
     scores = detections.score[keep].astype(np.float64)
     # group by (class, image) keeping the submission order inside a group
     group_key = d_cls[keep].astype(np.int64) * max(num_images, 1) + img
@@ -548,40 +568,17 @@ def evaluate(
 
     per_class_scores: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
     per_class_tp: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
-    num_evaluated = num_groups = 0
     for start, end in zip(starts, ends):
         members = order[start:end]
+        members = members[descending_order(scores[members])]
         cls, image = divmod(int(group_key[start]), max(num_images, 1))
-        det_rles = [detections.rle[i] for i in keep[members]]
-        if sum(map(_rle_length, det_rles)) <= EVAL_BATCH_CHARS:  # inflated once, measured and matched
-            det_rles = [unpack_rle(r) for r in det_rles]
-        areas, xywh = measure_rles(det_rles)
-        nonempty = areas > 0  # an empty mask has a zero box: _remove_invalid_boxes
-        if not nonempty.all():
-            members, xywh = members[nonempty], xywh[nonempty]
-            det_rles = [r for r, ok in zip(det_rles, nonempty) if ok]
-        if not len(members):
-            continue
-        height, width = int(gt.heights[image]), int(gt.widths[image])
-        wrong = next((r for r in det_rles if tuple(_rle_size(r)) != (height, width)), None)
-        if wrong is not None:
-            raise InputError(f"detections: image {gt.image_ids[image]}: mask size "
-                             f"{list(_rle_size(wrong))} differs from the ground-truth image size "
-                             f"{[height, width]}")
-        by_score = descending_order(scores[members])
-        members, xywh = members[by_score], xywh[by_score]
-        det_rles = [det_rles[k] for k in by_score]
-        boxes = np.stack([xywh[:, 1] / height, xywh[:, 0] / width,
-                          (xywh[:, 1] + xywh[:, 3]) / height, (xywh[:, 0] + xywh[:, 2]) / width],
-                         axis=1)
-        num_evaluated += len(members)
-        num_groups += 1
         key = image * num_classes + cls
         lo, hi = np.searchsorted(g_sorted_keys, [key, key + 1])
         gt_rows = g_order[lo:hi]
         if gt_rows.size:
+            # a submitted mask is inflated again here (alone or in a bounded batch)
             tp, scored = match_image_class(
-                det_rles, boxes, [gt.inst_rle[j] for j in gt_rows],
+                [rles[i] for i in members], boxes[members], [gt.inst_rle[j] for j in gt_rows],
                 gt.inst_box[gt_rows], g_has_mask[gt_rows], gt.inst_group_of[gt_rows])
         else:  # label only: every detection is a false positive
             tp, scored = np.zeros(len(members), bool), np.ones(len(members), bool)
@@ -603,12 +600,12 @@ def evaluate(
         ap[c] = average_precision(precision, recall)
         curves_p[c], curves_r[c] = precision, recall
     if log:
-        log(f"metric: {len(detections)} detections, {num_evaluated} evaluated in "
-            f"{num_groups} (image, class) groups over {num_images} images")
+        log(f"metric: {len(detections)} detections, {len(keep)} evaluated in "
+            f"{len(starts)} (image, class) groups over {num_images} images")
     return EvaluationResult(classes=classes, average_precision=ap, num_gt=num_gt,
                             num_scored=num_scored, num_tp=num_tp, num_images=num_images,
                             extra={"num_detections": len(detections),
-                                   "num_detections_evaluated": int(num_evaluated)},
+                                   "num_detections_evaluated": int(len(keep))},
                             precision=curves_p, recall=curves_r)
 
 
@@ -662,13 +659,15 @@ def read_submission(
         evaluated += 1
         height, width = row.height, row.width
         gt_h, gt_w = int(gt.heights[pos]), int(gt.widths[pos])
-        image_rles = [PackedRle((height, width), data, n)
+        size = (height, width)
+        image_rles = [PackedRle(size, data, n)
                       for data, n in zip(checked.masks, checked.lengths.tolist())]
-        if (gt_h, gt_w) != (height, width) and gt_h > 0 and gt_w > 0:
+        if (gt_h, gt_w) != size and gt_h > 0 and gt_w > 0:
             resized_images += 1
+            size = (gt_h, gt_w)
             for k, packed in enumerate(image_rles):
                 counts = resize_rle(packed.unpack(), gt_h, gt_w)["counts"]
-                image_rles[k] = PackedRle((gt_h, gt_w), zlib.compress(counts, 1), len(counts))
+                image_rles[k] = PackedRle(size, zlib.compress(counts, 1), len(counts))
         ids.extend([row.image_id] * len(checked))
         labels.extend(checked.labels)
         scores.append(checked.scores)
