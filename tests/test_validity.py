@@ -359,7 +359,7 @@ def test_image_list_with_a_spaced_id_is_an_error(tmp_path, image_list):
 
 def test_run_counter_matches_parse_runs_piece_by_piece():
     rng = np.random.default_rng(0)
-    for trial in range(600):
+    for trial in range(250):
         h, w = rng.integers(1, 40, 2)
         counts = counts_of(rng.random((h, w)) < rng.random())
         if trial % 3 == 0:
@@ -367,7 +367,7 @@ def test_run_counter_matches_parse_runs_piece_by_piece():
         if trial % 7 == 0 and counts:
             counts = counts[:rng.integers(0, len(counts))]
         totals, problems = parse_runs([counts])
-        for piece in (1, 2, 3, 7, 1000):
+        for piece in (1, 3, 7, 1000):
             counter = RunCounter(1 << 40)
             for k in range(0, len(counts), piece):
                 if not counter.feed(counts[k:k + piece]):
