@@ -53,7 +53,9 @@ fi
 # A scratch environment: the machine's pip constraints (a torch cap here)
 # do not apply to it unless KEEP_PIP_CONSTRAINTS=1.
 if [[ ${KEEP_PIP_CONSTRAINTS:-0} != 1 ]]; then export PIP_CONSTRAINT=/dev/null; fi
-rm -rf "$TREE"
+# a fresh build keeps its tree in $TREE (for the header check below); a rerun
+# that finds the wheel in the cache keeps the tree of the build that made it
+if ! ls "$MMCV_WHEEL_CACHE"/torch"${TORCH_VERSION}"*/mmcv-2.1.0-*.whl > /dev/null 2>&1; then rm -rf "$TREE"; fi
 INSTALL=(env CUDA=1 VENV="$VENV" TORCH_VERSION="$TORCH_VERSION" MMCV_KEEP_BUILD="$TREE"
          HEARTBEAT_SECONDS=300 bash "$REPO/ci/install.sh")
 HIDDEN=()
@@ -96,7 +98,7 @@ EOF
 NINJA_DIR=$(dirname "$(find "$TREE" -name build.ninja -print -quit 2> /dev/null)")
 if [[ -n $NINJA_DIR && -f $NINJA_DIR/build.ninja ]]; then
     CUDA_REAL=$(readlink -f "$SITE/nvidia")
-    ninja -C "$NINJA_DIR" -t deps 2> /dev/null | awk '/^    /{print $1}' | sort -u > "$CHECK_DIR/headers-torch$TORCH_VERSION.txt"
+    "$VENV/bin/ninja" -C "$NINJA_DIR" -t deps 2> /dev/null | awk '/^    /{print $1}' | sort -u > "$CHECK_DIR/headers-torch$TORCH_VERSION.txt"
     n_all=$(wc -l < "$CHECK_DIR/headers-torch$TORCH_VERSION.txt")
     n_cuda=$(xargs -r readlink -f < "$CHECK_DIR/headers-torch$TORCH_VERSION.txt" | grep -c "^$CUDA_REAL/" || true)
     n_sys=$(grep -c "^/usr/local/cuda" "$CHECK_DIR/headers-torch$TORCH_VERSION.txt" || true)
