@@ -20,18 +20,7 @@ from oidseg.checkpoints import load_checkpoint, nonfinite_tensors, state_dict_of
 from oidseg.errors import InputError
 from oidseg.mmdet_ext.dataset import make_synthetic_dataset
 from oidseg.rebalance import check_list_source, list_source
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "train.py"
-CONFIG = ROOT / "configs" / "demo" / "L1.py"
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    make_synthetic_dataset(str(root), n_images=4, n_classes=3, seed=0)
-    np.save(root / "order.npy", np.arange(4).repeat(5))
-    return root
+from test_train_inputs import CONFIG, ROOT, SCRIPT, data  # noqa: F401  (data: a fixture)
 
 
 def train(data, out, iters, *extra):
@@ -104,7 +93,7 @@ def test_a_code_carrying_checkpoint_names_the_global_it_would_call(tmp_path):
 def test_a_list_built_from_another_pickle_is_refused(data, tmp_path):
     other = tmp_path / "other"
     make_synthetic_dataset(str(other), n_images=6, n_classes=3, seed=1)
-    order = np.arange(4).repeat(5)
+    order = np.load(data / "order.npy")
     source = tmp_path / "order.source.json"
     source.write_text(json.dumps(list_source("leaf", order, data / "ann.pkl", 4)))
     check_list_source(source, data / "order.npy", data / "ann.pkl")  # the pickle it was built from
