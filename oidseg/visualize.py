@@ -192,10 +192,13 @@ def decode_predictions(item: SubmittedImage, height: int, width: int, score_thr:
                        *, where: str) -> list[Instance]:
     """The predictions of ``item`` scoring at least ``score_thr``, masks
     decoded at the submitted size and resized (nearest) to ``height x width``
-    when the image differs; lowest score first (drawn first). Empty masks
-    are left out."""
+    when the image differs; lowest score first (drawn first; equal scores in
+    reverse file order, so a leaf is drawn over its hierarchy copies). Empty
+    masks are left out."""
     keep = np.flatnonzero(item.scores >= score_thr)
-    keep = keep[np.argsort(item.scores[keep], kind="stable")]
+    # lowest score first; among equal scores the later triple first, so that
+    # a leaf mask is drawn over its hierarchy copies (which follow it)
+    keep = keep[np.lexsort((-keep, item.scores[keep]))]
     instances = []
     for k in keep:
         try:  # bounded inflation; the run lengths are checked before pycocotools
@@ -257,8 +260,9 @@ class Label:
 def instance_labels(instances: Sequence[Instance], colours: dict, names: dict[str, str],
                     image_height: int) -> tuple[list[Label], list[Instance]]:
     """One label per (corner, score): the hierarchy copies of a mask share
-    theirs ("Car / Land vehicle 0.91"); and the dashed boxes to draw
-    (group-of and box-only ground truth)."""
+    theirs ("Car / Land vehicle 0.91": the instance drawn last, on top,
+    first, in its colour); and the dashed boxes to draw (group-of and
+    box-only ground truth)."""
     grouped: dict[tuple, list] = {}
     boxes = []
     for inst in instances:
@@ -273,10 +277,12 @@ def instance_labels(instances: Sequence[Instance], colours: dict, names: dict[st
         else:
             continue
         key = (round(anchor[0], 1), round(anchor[1], 1), inst.score)
-        grouped.setdefault(key, [rgb, []])[1].append(text)
+        group = grouped.setdefault(key, [rgb, []])
+        group[0] = rgb  # the colour on top
+        group[1].append(text)
     labels = []
     for (x, y, score), (rgb, texts) in grouped.items():
-        text = " / ".join(dict.fromkeys(texts)) + ("" if score is None else f" {score:.2f}")
+        text = " / ".join(dict.fromkeys(reversed(texts))) + ("" if score is None else f" {score:.2f}")
         labels.append(Label(x, y, text, rgb, y < 0.06 * image_height))
     return labels, boxes
 

@@ -7,8 +7,9 @@
 
 One PNG per image, ``OUT_DIR/<its path under DIR>.png`` (e.g. ``holiday/IMG_1.jpg.png``):
 the image upright (EXIF orientation applied, as predicted), scaled down to
---max-side when larger (up to 640 pixels when smaller, for readable labels), the masks scoring at least --draw-thr blended in
-their class colours, each labelled with its class names (a mask and its
+--max-side when larger (up to 640 pixels when smaller, for readable
+labels), the masks scoring at least --draw-thr blended in their class
+colours, each labelled with its class names (a mask and its
 hierarchy copies share one label) and score (``oidseg.visualize``). The page
 (--out-page) is a grid of the first --page-images images with such a mask,
 for the report. The folder is written whole or not at all.
@@ -113,7 +114,8 @@ def main(argv=None) -> None:
         instances = vis.decode_predictions(item, height, width, args.draw_thr,
                                            where=f"{args.predictions}: row {row.row} / {row.image_id}")
         drawn = vis.render_image(image, instances, colours, names)
-        ok, png = cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        ok, png = cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_PNG_COMPRESSION, 6])
         if not ok:
             raise RuntimeError(f"{path}: PNG encoding failed")
         return files[row.image_id], png.tobytes(), image, instances

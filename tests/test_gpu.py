@@ -82,6 +82,39 @@ def test_demo_ensemble_on_gpu_equals_cpu():
     assert max_map_diff < 1e-2
 
 
+def test_demo_ensemble_with_amp_on_gpu():
+    """inference.amp on CUDA: float16 autocast through the demo leaf ensemble
+    (L2/L3's deformable convolutions included), float32 results; the float32
+    run's best boxes are found with AMP (box IoU > 0.9; random weights give
+    near-tied class scores, so the class is not compared)."""
+    from mmengine.registry import init_default_scope
+
+    import oidseg.mmdet_ext  # noqa: F401
+    from oidseg.infer import build_model_from_config
+    from oidseg.mmdet_ext.ensemble import OIDEnsembleTTA
+
+    init_default_scope("mmdet")
+    detectors = []
+    for i, name in enumerate(("L1", "L2", "L3")):
+        torch.manual_seed(i)
+        detectors.append(build_model_from_config(ROOT / "configs" / "demo" / f"{name}.py", NUM_CLASSES))
+    params = dict(scales=[(256, 154), (307, 184)], flips=(False, True), score_thr=0.0, nms_iou=0.5,
+                  max_per_img=120, mask_thr=0.5, rpn_nms=0.7, rpn_max=1000)
+    img = _image(320, 240)
+    plain = OIDEnsembleTTA(detectors, **params).to("cuda").eval()
+    amp = OIDEnsembleTTA(detectors, amp=True, **params).to("cuda").eval()
+    assert amp.amp_dtype == torch.float16
+    with torch.no_grad():
+        ref = plain.predict_image(img)
+        got = amp.predict_image(img)
+    assert got["scores"].dtype == np.float32 and np.isfinite(got["bboxes"]).all()
+    assert abs(len(got["scores"]) - len(ref["scores"])) <= max(2, len(ref["scores"]) // 10)
+    top = np.argsort(-ref["scores"])[:20]
+    iou = _box_iou(ref["bboxes"][top], got["bboxes"])
+    found = int((iou.max(axis=1) > 0.9).sum())
+    assert found >= 0.8 * len(top), f"{found}/{len(top)} float32 boxes found with AMP"
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from oidseg.mmdet_ext.dataset import make_synthetic_dataset

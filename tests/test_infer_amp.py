@@ -11,6 +11,7 @@ detections, so the bound is per matched detection, not per rank.
 from __future__ import annotations
 
 import importlib.util
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,12 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 #: the documented AMP tolerance (docs/ARCHITECTURE.md "Inference"): each of an
 #: image's TOP best float32 detections has an AMP detection of its class with
-#: (measured on the tiny run, parent / leaf, 30 detections each: minimum box
-#: IoU 0.66 / 0.69, largest score difference 0.055 / 0.003, mean box IoU
-#: 0.91 / 0.95, mean mask IoU 0.81 / 0.91, two empty masks counting as equal)
+#: (measured on the tiny run, parent / leaf, two empty masks counting as
+#: equal; the first 3 held-out images, 15 detections each: minimum box IoU
+#: 0.69 / 0.69, largest score difference 0.055 / 0.003, mean box IoU 0.96 /
+#: 0.90, mean mask IoU 0.91 / 0.83; all 6 images: 0.66 / 0.69, 0.055 / 0.003,
+#: 0.91 / 0.95, 0.81 / 0.91)
+N_IMAGES = 3  # of the tiny run's 6 held-out images
 TOP = 5
 MIN_BOX_IOU = 0.5  # box IoU at least this
 MAX_SCORE_DIFF = 0.1  # and a score this close
@@ -86,15 +90,19 @@ def test_amp_stays_within_the_documented_tolerance(tiny_run: Path, tmp_path: Pat
         stages = len(cfg["models"][model]["stages"])
         args += ["--model", str(REPO / cfg["models"][model]["config"]),
                  str(tiny_run / f"results/models/{model}/stage{stages}.pth")]
+    images = tmp_path / "val3.pkl"  # the first N_IMAGES held-out images
+    val = load_pickle(tiny_run / "results/annotations/val_images.pkl")
+    images.write_bytes(pickle.dumps({**val, "data_list": val["data_list"][:N_IMAGES]}))
     out = tmp_path / "amp.pkl"
     _infer_cli().main([
         *args, "--scales", *(f"{w}x{h}" for w, h in inf["scales"]), "--flip" if inf["flip"] else "--no-flip",
         "--score-thr", str(inf["score_thr"]), "--nms-iou", str(inf["nms_iou"]),
         "--max-per-img", str(inf["max_per_img"]), "--mask-thr", str(inf["mask_thr"]),
         "--rpn-nms", str(inf["rpn_nms"]), "--rpn-max", str(inf["rpn_max"]),
-        "--images", str(tiny_run / "results/annotations/val_images.pkl"), "--device", "cpu", "--threads", "2",
+        "--images", str(images), "--device", "cpu", "--threads", "2",
         "--amp", "--out", str(out)])
     reference = load_pickle(tiny_run / f"results/inference/{ensemble}/val/00.pkl")  # float32, by the workflow
+    reference["images"] = reference["images"][:N_IMAGES]
     amp = load_pickle(out)
     assert [r["img_id"] for r in amp["images"]] == [r["img_id"] for r in reference["images"]]
     box_ious, mask_ious, score_diffs = [], [], []

@@ -66,8 +66,10 @@ def folder(tiny_run: Path, tmp_path_factory) -> Path:
     (folder / "test").mkdir()
     for path in sorted((tiny_run / "data/demo/images/test").glob("*.jpg")):
         shutil.copy(path, folder / "test" / path.name)
-    with_masks = {r["ImageID"] for r in _csv(tiny_run / "data/demo/challenge-2019-validation-segmentation-masks.csv")}
-    val = [r["ImageID"] for r in _csv(tiny_run / "results/annotations/heldout_val.csv") if r["ImageID"] in with_masks][:2]
+    masks_csv = tiny_run / "data/demo/challenge-2019-validation-segmentation-masks.csv"
+    with_masks = {r["ImageID"] for r in _csv(masks_csv)}
+    heldout = [r["ImageID"] for r in _csv(tiny_run / "results/annotations/heldout_val.csv")]
+    val = [image_id for image_id in heldout if image_id in with_masks][:2]
     (folder / "val").mkdir()
     for image_id in val:
         shutil.copy(tiny_run / f"data/demo/images/validation/{image_id}.jpg", folder / "val" / f"{image_id}.jpg")
