@@ -144,7 +144,7 @@ else
   step "building mmcv 2.1.0 $what, patches: $("$PYTHON" "${BUILD[@]}" patches --torch-version "$TORCH_VERSION" | xargs -rn1 basename | paste -sd ' ' - | grep . || echo none)" "$took"
   WHEEL_OUT=$(mktemp)
   with_heartbeat "mmcv build" env MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-    "$PY" "${BUILD[@]}" wheel --mode "$MODE" --arch-list "${TORCH_CUDA_ARCH_LIST:-}" > "$WHEEL_OUT"
+    "$PY" "${BUILD[@]}" wheel --mode "$MODE" --arch-list "${TORCH_CUDA_ARCH_LIST:-}" --path-file "$WHEEL_OUT"
   MMCV_WHEEL=$(cat "$WHEEL_OUT")
   rm -f "$WHEEL_OUT"
   echo "  wheel: $MMCV_WHEEL (point PIP_FIND_LINKS at its folder elsewhere)"

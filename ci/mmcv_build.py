@@ -346,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     whl.add_argument("--cache", default=os.environ.get("MMCV_WHEEL_CACHE") or str(default_cache_root()))
     whl.add_argument("--jobs", type=int, default=int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1))
     whl.add_argument("--sdist", default=None, help="mmcv-2.1.0.tar.gz (default: downloaded)")
+    whl.add_argument("--path-file", default=None, help="also write the wheel's path into this file")
     whl.add_argument("--keep-build", default=os.environ.get("MMCV_KEEP_BUILD") or None,
                      help="build in this folder and keep the tree (bench/cuda_build_check.sh reads its deps)")
     args = p.parse_args(argv)
@@ -373,9 +374,12 @@ def main(argv: list[str] | None = None) -> int:
             keep = Path(args.keep_build).absolute() if args.keep_build else None
             if keep:
                 keep.mkdir(parents=True, exist_ok=True)
-            print(build_wheel(mode=args.mode, arch_list=args.arch_list, cache_root=Path(args.cache),
-                              python=sys.executable, jobs=args.jobs,
-                              sdist=Path(args.sdist) if args.sdist else None, keep_build=keep))
+            wheel = build_wheel(mode=args.mode, arch_list=args.arch_list, cache_root=Path(args.cache),
+                                python=sys.executable, jobs=args.jobs,
+                                sdist=Path(args.sdist) if args.sdist else None, keep_build=keep)
+            if args.path_file:
+                Path(args.path_file).write_text(f"{wheel}\n")
+            print(wheel)
     except BuildError as exc:
         log(str(exc))
         return 2
