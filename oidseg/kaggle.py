@@ -260,7 +260,11 @@ class ShardWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         assert self._fh is not None
-        self._fh.close()
+        try:
+            self._fh.close()  # flushes the buffer: a full disk may show only here
+        except OSError as closing:
+            if exc is None:  # the temp file is removed and the error names ``path``
+                exc_type, exc, tb = type(closing), closing, closing.__traceback__
         return bool(self._ctx.__exit__(exc_type, exc, tb))
 
 

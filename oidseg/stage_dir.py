@@ -39,6 +39,9 @@ from oidseg.errors import InputError, atomic_write_text
 
 FINGERPRINT_FILE = "job.json"
 LOCK_FILE = ".lock"
+#: every attempt's stderr, appended (Snakemake deletes a job's log before it
+#: runs: a start refused by the lock would otherwise lose the holder's log)
+WORK_LOG_FILE = "train.log"
 STALE_SUFFIX = ".stale"
 LAST_MARKER = "last_checkpoint"
 FINGERPRINT_FORMAT = "oidseg-train-job/1"
@@ -119,7 +122,7 @@ def lock_work_dir(work_dir: str | Path) -> int:
         holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)
         raise InputError(f"{work_dir}: another training job (pid {holder}) holds this work dir; "
-                         "wait for it to end or stop it") from None
+                         f"wait for it to end or stop it (its log: {work_dir / WORK_LOG_FILE})") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
     _held_locks[key] = fd
@@ -214,3 +217,47 @@ def prepare_work_dir(args: argparse.Namespace,
     elif marker.exists():
         marker.unlink()
     return resume
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def tee_stderr(path: str | Path, banner: str) -> None:
+    """From now on, everything written to this process's stderr (fd 2:
+    Python, C libraries and child processes such as torchrun's ranks) also
+    goes to ``path``, appended after ``banner``: the work dir keeps the log
+    of every attempt of the stage, which Snakemake does not touch. A write
+    to ``path`` that fails (a full disk) is dropped; stderr goes on."""
+    import atexit
+    import threading
+
+    sink = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    _write_all(sink, banner.encode("utf-8", "replace"))
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        while data := os.read(read_end, 1 << 16):
+            for fd in (original, sink):
+                try:
+                    _write_all(fd, data)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=pump, name="tee-stderr", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(original, 2)  # this process's last write end of the pipe
+        thread.join(timeout=10)
+
+    atexit.register(stop)

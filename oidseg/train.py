@@ -472,17 +472,19 @@ def work_dir_writes(work_dir: str | Path, when: Callable[[], str] = lambda: ""):
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.launcher == "none":  # the job's log is appended to: mark where this attempt starts
-        print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} train.py (pid {os.getpid()}): {args.out}",
-              file=sys.stderr, flush=True)
+    banner = f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} train.py (pid {os.getpid()}): {args.out}\n"
+    if args.launcher == "none":
+        print(banner, end="", file=sys.stderr, flush=True)
     check_args(args)
     if args.launcher == "none":
         # this process holds the work dir for its whole life (lock, job fingerprint,
         # intact checkpoints); the ranks of a distributed run find it prepared
-        from oidseg.stage_dir import prepare_work_dir
+        from oidseg.stage_dir import WORK_LOG_FILE, prepare_work_dir, tee_stderr
 
         with work_dir_writes(args.work_dir):
             prepare_work_dir(args)
+            # the lock is ours: every attempt's log is kept in the work dir
+            tee_stderr(Path(args.work_dir) / WORK_LOG_FILE, banner)
     if (args.gpus > 1 or args.dist_backend != "auto") and args.launcher == "none":
         check_distributed(args)
         rc = relaunch_distributed(argv, args.gpus, args.work_dir)

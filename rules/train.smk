@@ -33,16 +33,16 @@ rule train:
         # or killed job keeps them and the rerun resumes from the latest one
         work_dir="work/{model}/stage{stage}",
         nonfinite_patience=config["training"]["nonfinite_patience"],
-    # the log is appended to (2>>): a resumed stage continues it, and a start
-    # refused because the stage is running elsewhere (its work dir is locked)
-    # adds its error instead of replacing the log of the run that holds it
+    # logs/train/... holds this attempt (Snakemake deletes a job's log before it
+    # runs); work/{model}/stage{stage}/train.log keeps every attempt's, also
+    # when a start is refused because another trainer holds the work dir
     shell:
         "exec python {params.gpu_wrapper:q} --gpus {resources.gpu} --"
         " python {params.script:q} {params.args:q} --threads {threads}"
         " --nonfinite-patience {params.nonfinite_patience}"
         " --ann {input.ann:q} --order {input.order:q} --list-source {input.order_source:q}"
         " --work-dir {params.work_dir:q}"
-        " --out {output.ckpt:q} --log-jsonl {output.log:q} 2>> {log:q}"
+        " --out {output.ckpt:q} --log-jsonl {output.log:q} 2> {log:q}"
 
 
 rule train_all:

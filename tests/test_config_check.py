@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -135,11 +134,12 @@ def test_an_edited_model_config_reruns_what_builds_the_model(tiny_run):
     build the models (train, infer): an edit reruns them."""
     assert job_counts(snakemake("-n", "all", "--configfile", "tiny.yaml", cwd=tiny_run).stdout) == {}
     base = REPO / "configs" / "demo" / "_base_" / "demo_sizes.py"  # inherited by every demo model
-    stat = base.stat()
-    try:
-        os.utime(base, (stat.st_atime, time.time() + 5))
+    text, stat = base.read_bytes(), base.stat()
+    try:  # an edit (a newer file with the same content is not one: Snakemake compares checksums)
+        base.write_bytes(text + b"# an edit\n")
         counts = job_counts(snakemake("-n", "all", "--configfile", "tiny.yaml", cwd=tiny_run).stdout)
     finally:
+        base.write_bytes(text)
         os.utime(base, (stat.st_atime, stat.st_mtime))
     assert counts.get("train") == 12 and counts.get("infer") == 12, counts
 
@@ -167,13 +167,15 @@ def test_a_moved_run_is_still_complete(moved_run):
 @pytest.mark.slow
 def test_a_refused_start_keeps_the_finished_stage_log(moved_run):
     """A rerun that finds the stage's work dir locked (its trainer still
-    running) fails, and adds its error to the log instead of replacing it."""
+    running, or an orphan of it) fails naming the holder; Snakemake deletes
+    the job's log before it runs, but the work dir's log of every attempt
+    keeps the finished run's, and the refusal says where it is."""
     from oidseg.stage_dir import lock_work_dir, unlock_work_dir
 
-    log = moved_run / "logs" / "train" / "L1_stage3.log"
-    before = log.read_text()
-    assert "train: wrote results/models/L1/stage3.pth" in before
     work_dir = moved_run / "work" / "L1" / "stage3"
+    work_log = work_dir / "train.log"
+    before = work_log.read_text()
+    assert before.startswith("=== ") and "train: wrote results/models/L1/stage3.pth" in before
     lock_work_dir(work_dir)
     try:
         proc = snakemake("--cores", "1", "-f", "results/models/L1/stage3.pth", "--configfile", "tiny.yaml",
@@ -181,6 +183,7 @@ def test_a_refused_start_keeps_the_finished_stage_log(moved_run):
     finally:
         unlock_work_dir(work_dir)
     assert proc.returncode != 0
-    after = log.read_text()
-    assert after.startswith(before)
-    assert "another training job" in after[len(before):] and "holds this work dir" in after[len(before):]
+    assert work_log.read_text() == before
+    job_log = (moved_run / "logs" / "train" / "L1_stage3.log").read_text()
+    assert "another training job" in job_log and "holds this work dir" in job_log
+    assert f"(its log: work/L1/stage3/{work_log.name})" in job_log

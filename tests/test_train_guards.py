@@ -115,7 +115,10 @@ def test_the_workflow_writes_and_checks_list_sources(tiny_run):
         assert source["ann_sha256"] == file_sha256(tiny_run / "results/annotations" / pickle)
         assert source["entries"] == np.load(tiny_run / f"results/annotations/lists/{kind}.npy").size
     log = (tiny_run / "logs/train/P1_stage1.log").read_text()
-    assert "=== " in log and "train.py" in log
+    work_log = (tiny_run / "work/P1/stage1/train.log").read_text()
+    banner = next(line for line in log.splitlines() if line.startswith("=== "))
+    assert work_log.startswith(banner)
+    assert "train: wrote results/models/P1/stage1.pth" in work_log
 
 
 @pytest.mark.slow
