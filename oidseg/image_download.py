@@ -567,6 +567,22 @@ def shard_ids(image_ids: Iterable[str], shard: str, drop: Iterable[str] = (),
     return sorted(i for i in ids if i[:1].lower() == shard and i not in dropped)
 
 
+def _csv_rows(path: str | Path, columns: tuple[str, ...], what: str):
+    """(row number, fields) of a CSV whose header must be ``columns``; a
+    missing, undecodable or foreign file is an :class:`InputError` naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = tuple(next(reader, ()))
+            if header != columns:
+                raise InputError(f"{path}: not {what} (header {','.join(header)!r}, expected {','.join(columns)})")
+            yield from enumerate(reader, start=2)
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} is missing") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read {what} ({exc})") from None
+
+
 def read_manifests(paths: Sequence[str | Path]):
     """The image sizes of download manifests as a :class:`oidseg.raw.SizeTable`
     (a shard may have no rows)."""
@@ -578,30 +594,18 @@ def read_manifests(paths: Sequence[str | Path]):
     widths: list[int] = []
     heights: list[int] = []
     for path in paths:
-        try:
-            with open(path, newline="", encoding="utf-8") as fh:
-                reader = csv.reader(fh)
-                header = tuple(next(reader, ()))
-                if header != MANIFEST_COLUMNS:
-                    raise InputError(f"{path}: not an image manifest (header {','.join(header)!r}, "
-                                     f"expected {','.join(MANIFEST_COLUMNS)})")
-                for n, row in enumerate(reader, start=2):
-                    if len(row) != len(MANIFEST_COLUMNS):
-                        raise InputError(f"{path}: row {n}: {len(row)} fields, expected "
-                                         f"{len(MANIFEST_COLUMNS)}")
-                    try:
-                        w, h = int(row[2]), int(row[3])
-                    except ValueError:
-                        raise InputError(f"{path}: row {n} / {row[0]}: size is not a number") from None
-                    if w < 1 or h < 1:
-                        raise InputError(f"{path}: row {n} / {row[0]}: size {w}x{h}")
-                    ids.append(row[0])
-                    widths.append(w)
-                    heights.append(h)
-        except FileNotFoundError:
-            raise InputError(f"{path}: image manifest is missing") from None
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise InputError(f"{path}: cannot read image manifest ({exc})") from None
+        for n, row in _csv_rows(path, MANIFEST_COLUMNS, "an image manifest"):
+            if len(row) != len(MANIFEST_COLUMNS):
+                raise InputError(f"{path}: row {n}: {len(row)} fields, expected {len(MANIFEST_COLUMNS)}")
+            try:
+                w, h = int(row[2]), int(row[3])
+            except ValueError:
+                raise InputError(f"{path}: row {n} / {row[0]}: size is not a number") from None
+            if w < 1 or h < 1:
+                raise InputError(f"{path}: row {n} / {row[0]}: size {w}x{h}")
+            ids.append(row[0])
+            widths.append(w)
+            heights.append(h)
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         dup = next(i for i in ids if i in seen or seen.add(i))
@@ -612,18 +616,5 @@ def read_manifests(paths: Sequence[str | Path]):
 
 def read_skipped(paths: Sequence[str | Path]) -> list[str]:
     """The IDs of skipped-image files (``ImageID,Reason``)."""
-    out: list[str] = []
-    for path in paths:
-        try:
-            with open(path, newline="", encoding="utf-8") as fh:
-                reader = csv.reader(fh)
-                header = tuple(next(reader, ()))
-                if header != SKIPPED_COLUMNS:
-                    raise InputError(f"{path}: not a skipped-images file (header "
-                                     f"{','.join(header)!r}, expected {','.join(SKIPPED_COLUMNS)})")
-                out += [row[0] for row in reader if row]
-        except FileNotFoundError:
-            raise InputError(f"{path}: skipped-images file is missing") from None
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise InputError(f"{path}: cannot read skipped-images file ({exc})") from None
-    return out
+    return [row[0] for path in paths for _, row in _csv_rows(path, SKIPPED_COLUMNS, "a skipped-images file")
+            if row]
