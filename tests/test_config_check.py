@@ -154,13 +154,47 @@ def moved_run(tiny_run, tmp_path_factory) -> Path:
     return moved
 
 
+#: what a checkout copy leaves out: git, the environment, runs, caches, pictures
+CHECKOUT_IGNORE = shutil.ignore_patterns(".git", ".venv", ".snakemake", ".pytest_cache", "__pycache__",
+                                         "*.egg-info", "results", "work", "logs", "data", "docs")
+
+
+def move_with_checkout(run: Path, base: Path) -> tuple[Path, Path]:
+    """Copies of ``run`` and of this checkout under ``base``, in the same
+    position relative to each other (as a renamed mount point or a restored
+    backup of both leaves them): every absolute path differs, every path from
+    the run to the checkout is the same. Returns (run copy, checkout copy)."""
+    rel = Path(os.path.relpath(REPO, run))
+    ups = rel.parts.count("..")
+    moved = base.joinpath(*(f"up{i}" for i in range(max(ups - 1, 0))), "run")
+    checkout = Path(os.path.normpath(moved / rel))
+    assert checkout.is_relative_to(base) and not checkout.is_relative_to(moved), (moved, checkout)
+    shutil.copytree(REPO, checkout, ignore=CHECKOUT_IGNORE)
+    shutil.copytree(run, moved, symlinks=True)
+    return moved, checkout
+
+
+def assert_nothing_to_do(proc) -> None:
+    assert job_counts(proc.stdout) == {}, proc.stdout[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_a_moved_run_is_still_complete(moved_run):
-    """Nothing to do in the copy: the params hold no absolute checkout path."""
-    proc = snakemake("-n", "all", "--configfile", "tiny.yaml", cwd=moved_run)
-    assert job_counts(proc.stdout) == {}, proc.stdout[-3000:]
-    assert "Nothing to be done" in proc.stdout + proc.stderr
+    """Nothing to do in a copy of the working directory beside the original."""
+    assert_nothing_to_do(snakemake("-n", "all", "--configfile", "tiny.yaml", cwd=moved_run))
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_a_run_moved_with_its_checkout_is_still_complete(tiny_run, tmp_path):
+    """The issue's case (a project folder renamed, or restored elsewhere): the
+    run and the checkout both move, so every absolute path changes. The params
+    hold none of them, so the copy plans nothing (before: all jobs, "params
+    have changed" from make_demo on)."""
+    moved, checkout = move_with_checkout(tiny_run, tmp_path / "elsewhere")
+    assert_nothing_to_do(snakemake("-n", "all", "--configfile", "tiny.yaml", cwd=moved, checkout=checkout))
 
 
 @pytest.mark.workflow

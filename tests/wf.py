@@ -17,12 +17,14 @@ def env_with_venv() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def snakemake_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
+def snakemake_cmd(*args: str, checkout: Path = REPO) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "Snakefile"), *args]
 
 
-def snakemake(*args: str, cwd: Path, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
-    cmd = snakemake_cmd(*args)
+def snakemake(*args: str, cwd: Path, check: bool = True, timeout: int = 1800,
+              checkout: Path = REPO) -> subprocess.CompletedProcess:
+    """Run Snakemake in ``cwd`` on the Snakefile of ``checkout`` (this one by default)."""
+    cmd = snakemake_cmd(*args, checkout=checkout)
     proc = subprocess.run(cmd, cwd=cwd, env=env_with_venv(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
