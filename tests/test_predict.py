@@ -200,6 +200,35 @@ def test_coco_file_loads_and_evaluates_against_the_demo_ground_truth(predicted: 
     assert len(evaluation.stats) == 12 and np.all(evaluation.stats <= 1)
 
 
+def test_fiftyone_parses_the_coco_file(predicted: Path):
+    """FiftyOne's COCO parsing, as its ``COCODetectionDataset`` importer does
+    it for each image: every annotation becomes a Detection with our class
+    name, score and mask pixels. fiftyone is not in the test environment
+    (``pip install fiftyone`` to run this); a FiftyOne Dataset also needs a
+    MongoDB, which this test does not."""
+    from pycocotools import mask as mask_util
+
+    fouc = pytest.importorskip("fiftyone.utils.coco")
+    path = predicted / "results/predict/coco.json"
+    data = json.loads(path.read_text())
+    _, classes_map, supercategories, images, objects = fouc.load_coco_detection_annotations(str(path))
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    assert classes_map == {c["id"]: c["name"] for c in data["categories"]}
+    assert sorted(images) == [i["id"] for i in data["images"]]
+    raw = {a["id"]: a for a in data["annotations"]}
+    parsed = 0
+    for image_id, coco_objects in objects.items():
+        size = (images[image_id]["width"], images[image_id]["height"])
+        for obj in coco_objects:
+            det = obj.to_detection(size, classes_map=classes_map, supercategory_map=supercategories,
+                                   load_segmentation=True)
+            ann = raw[obj.id]
+            assert det.label == names[ann["category_id"]] and det.confidence == pytest.approx(ann["score"])
+            assert det.mask is not None and int(det.mask.sum()) == int(mask_util.area(ann["segmentation"]))
+            parsed += 1
+    assert parsed == len(data["annotations"]) > 0
+
+
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_a_changed_folder_reruns_one_shard_and_what_follows(predicted: Path, folder: Path):
