@@ -212,7 +212,6 @@ def test_fiftyone_parses_the_coco_file(predicted: Path):
     path = predicted / "results/predict/coco.json"
     data = json.loads(path.read_text())
     _, classes_map, supercategories, images, objects = fouc.load_coco_detection_annotations(str(path))
-    names = {c["id"]: c["name"] for c in data["categories"]}
     assert classes_map == {c["id"]: c["name"] for c in data["categories"]}
     assert sorted(images) == [i["id"] for i in data["images"]]
     raw = {a["id"]: a for a in data["annotations"]}
@@ -223,7 +222,7 @@ def test_fiftyone_parses_the_coco_file(predicted: Path):
             det = obj.to_detection(size, classes_map=classes_map, supercategory_map=supercategories,
                                    load_segmentation=True)
             ann = raw[obj.id]
-            assert det.label == names[ann["category_id"]] and det.confidence == pytest.approx(ann["score"])
+            assert det.label == classes_map[ann["category_id"]] and det.confidence == pytest.approx(ann["score"])
             assert det.mask is not None and int(det.mask.sum()) == int(mask_util.area(ann["segmentation"]))
             parsed += 1
     assert parsed == len(data["annotations"]) > 0
